@@ -1,0 +1,76 @@
+// Picks the fastest TensorFlow.js backend that is present and reports it once on stderr.
+// Order: tensorflow (tfjs-node-gpu / tfjs-node, optional installs) > wasm > cpu.
+import * as tf from '@tensorflow/tfjs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { registerWasmGradientKernels } from './wasm-grad.ts';
+
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+export const BACKEND_ORDER: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+
+const require = createRequire(import.meta.url);
+let announced = false;
+
+async function tryTensorflow(): Promise<string | null> {
+  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    try {
+      await import(pkg);
+      if (tf.findBackend('tensorflow')) return pkg;
+    } catch {
+      // not installed (its install downloads libtensorflow, so it is never a dependency)
+    }
+  }
+  return null;
+}
+
+async function setupWasm(): Promise<boolean> {
+  try {
+    const wasm = await import('@tensorflow/tfjs-backend-wasm');
+    const dir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));
+    wasm.setWasmPaths(dir + path.sep);
+    registerWasmGradientKernels();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Makes `name` (or the best available backend) active. Throws for an unknown or unavailable name. */
+export async function initBackend(
+  requested: string | undefined = process.env.ARCFACE_BACKEND,
+  opts: { quiet?: boolean } = {},
+): Promise<BackendName> {
+  const want = requested && requested !== 'auto' ? requested : undefined;
+  if (want && !(BACKEND_ORDER as readonly string[]).includes(want)) {
+    throw new Error(`unknown backend "${want}": choose one of ${BACKEND_ORDER.join(', ')} or auto`);
+  }
+  const candidates = want ? [want as BackendName] : [...BACKEND_ORDER];
+  let detail = '';
+  for (const name of candidates) {
+    if (tf.getBackend() === name && tf.findBackend(name)) return announce(name, detail, opts);
+    if (name === 'tensorflow') {
+      const pkg = await tryTensorflow();
+      if (!pkg) continue;
+      detail = pkg;
+    } else if (name === 'wasm') {
+      if (!(await setupWasm())) continue;
+    }
+    if (await tf.setBackend(name)) {
+      await tf.ready();
+      return announce(name, detail, opts);
+    }
+  }
+  throw new Error(
+    want
+      ? `backend "${want}" is not available${want === 'tensorflow' ? ' (install @tensorflow/tfjs-node or @tensorflow/tfjs-node-gpu)' : ''}`
+      : 'no TensorFlow.js backend could be initialised',
+  );
+}
+
+function announce(name: BackendName, detail: string, opts: { quiet?: boolean }): BackendName {
+  if (!announced && !opts.quiet) {
+    process.stderr.write(`arcface: using the ${name} backend${detail ? ` (${detail})` : ''}\n`);
+    announced = true;
+  }
+  return name;
+}
