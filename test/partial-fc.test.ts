@@ -60,3 +60,69 @@ for (const backend of ['cpu', 'wasm']) {
     }
   });
 }
+
+test('sampleClasses: all positives plus uniform negatives, sorted, labels remapped', () => {
+  const rng = new SamplerRng(7);
+  const labels = [5, 17, 5, 99, 0];
+  const counts = new Float64Array(100);
+  const draws = 4000;
+  for (let t = 0; t < draws; t++) {
+    const { index, labels: local } = sampleClasses(labels, 100, 0.1, rng);
+    assert.equal(index.length, 10); // floor(0.1 * 100)
+    for (let i = 1; i < index.length; i++) assert.ok(index[i] > index[i - 1], 'sorted, no repeats');
+    for (const p of [0, 5, 17, 99]) assert.ok(index.includes(p));
+    labels.forEach((l, i) => assert.equal(index[local[i]], l));
+    for (const c of index) counts[c]++;
+  }
+  // Each of the 96 negatives is drawn with probability 6/96 per step: 250 expected, sd ~15.
+  for (let c = 0; c < 100; c++) {
+    if ([0, 5, 17, 99].includes(c)) continue;
+    assert.ok(Math.abs(counts[c] - 250) < 80, `class ${c} drawn ${counts[c]} times`);
+  }
+  // sampleRate 0, or fewer samples than positives: positives only.
+  assert.deepEqual([...sampleClasses(labels, 100, 0, rng).index], [0, 5, 17, 99]);
+  assert.deepEqual([...sampleClasses(labels, 100, 0.03, rng).index], [0, 5, 17, 99]);
+  assert.throws(() => sampleClasses([3, 100], 100, 0.5, rng), /label 100 at batch row 1 is outside \[0, 100\)/);
+});
+
+for (const backend of ['cpu', 'wasm']) {
+  test(`sampleRate < 1 equals a full head on the sampled centres; gradient only on sampled rows (${backend})`, async () => {
+    await initBackend(backend, { quiet: true });
+    const before = tf.memory().numTensors;
+    const C = 40;
+    const D = 8;
+    const labels = [3, 11, 3, 27, 39, 0];
+    const head = new PartialFC({ numClasses: C, embeddingSize: D, sampleRate: 0.25, seed: 11, margin: { s: 64, m1: 1, m2: 0.5, m3: 0 } });
+    const emb = tf.randomNormal([labels.length, D], 0, 1, 'float32', 5) as tf.Tensor2D;
+    // Keep the rng state so the sampled run can be repeated to get gradients.
+    const state = head.rngState;
+    const out = head.forward(emb, labels);
+    const index = out.index!;
+    assert.equal(index.length, 10);
+    head.rngState = state;
+    const { value, grads } = tf.variableGrads(() => head.loss(emb, labels), [head.weight]);
+    const gw = grads[head.weight.name].arraySync() as number[][];
+
+    // Independent computation: a full head whose centres are W[index], labels remapped by hand.
+    const full = new PartialFC({ numClasses: index.length, embeddingSize: D, margin: { s: 64, m1: 1, m2: 0.5, m3: 0 } });
+    const w = head.weight.arraySync();
+    full.setWeight(new Float32Array(Array.from(index).flatMap((r) => w[r])));
+    const local = labels.map((l) => index.indexOf(l));
+    const ref = tf.variableGrads(() => full.loss(emb, local), [full.weight]);
+    const rgw = ref.grads[full.weight.name].arraySync() as number[][];
+    assert.ok(Math.abs(value.dataSync()[0] - ref.value.dataSync()[0]) < 1e-5 * ref.value.dataSync()[0]);
+    assert.equal(out.loss.dataSync()[0], value.dataSync()[0]);
+    for (let r = 0; r < C; r++) {
+      const k = index.indexOf(r);
+      for (let j = 0; j < D; j++) {
+        if (k < 0) assert.equal(gw[r][j], 0, `unsampled row ${r} has zero gradient`);
+        else assert.ok(Math.abs(gw[r][j] - rgw[k][j]) < 1e-6, `row ${r}`);
+      }
+    }
+    assert.ok(rgw.flat().some((v) => v !== 0));
+    tf.dispose([out.loss, out.cosLogits, out.logits, value, ref.value, emb, ...Object.values(grads), ...Object.values(ref.grads)]);
+    head.dispose();
+    full.dispose();
+    assert.equal(tf.memory().numTensors, before, 'no leaked tensors');
+  });
+}

@@ -95,7 +95,8 @@ export class CombinedMarginLoss {
       let x = cosLogits;
       if (this.threshold > 0) {
         // Mask built without gradient; the product keeps it (zeroed entries get zero gradient).
-        const keep = tf.logicalOr(tf.lessEqual(x, this.threshold), tf.cast(onehot, 'bool')).toFloat();
+        const t = this.threshold;
+        const keep = noGrad(x, (v) => tf.logicalOr(tf.lessEqual(v, t), tf.cast(onehot, 'bool')).toFloat());
         x = x.mul(keep);
       }
       if (this.path === 'cosface') {
@@ -115,15 +116,24 @@ export class CombinedMarginLoss {
     const phi = target.mul(Math.cos(m)).sub(sine.mul(Math.sin(m)));
     let chosen: tf.Tensor;
     if (this.easyMargin) {
-      chosen = tf.where(tf.greater(target, 0), phi, target);
+      chosen = tf.where(noGrad(target, (v) => tf.greater(v, 0)), phi, target);
     } else {
       const th = Math.cos(Math.PI - m);
       const mm = Math.sin(Math.PI - m) * m;
-      chosen = tf.where(tf.greater(target, th), phi, target.sub(mm));
+      chosen = tf.where(noGrad(target, (v) => tf.greater(v, th)), phi, target.sub(mm));
     }
     const notTarget = tf.sub(1, onehot);
     return x.mul(notTarget).add(onehot.mul(chosen)).mul(this.s) as tf.Tensor2D;
   }
+}
+
+/** fn(x) as a constant for autodiff (comparisons have no gradient in tfjs, so a mask must not be on the tape). */
+function noGrad(x: tf.Tensor, fn: (v: tf.Tensor) => tf.Tensor): tf.Tensor {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const v = args[0] as tf.Tensor;
+    return { value: fn(v), gradFunc: () => tf.zerosLike(v) };
+  });
+  return f(x);
 }
 
 /** s * cos(acos(c_y) + m) on targets and s * c elsewhere; backward is s * dy (straight-through, as the reference). */

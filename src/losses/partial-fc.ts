@@ -73,7 +73,9 @@ export class PartialFC {
     this.sampleRate = sampleRate;
     this.margin = opts.margin instanceof CombinedMarginLoss ? opts.margin : new CombinedMarginLoss(opts.margin);
     const seed = opts.seed ?? 2048;
-    this.weight = tf.variable(tf.tidy(() => tf.randomNormal([numClasses, embeddingSize], 0, 0.01, 'float32', seed)), true, opts.name);
+    const init = tf.randomNormal([numClasses, embeddingSize], 0, 0.01, 'float32', seed);
+    this.weight = tf.variable(init, true, opts.name);
+    init.dispose(); // the variable holds its own reference to the data
     this.rng = new SamplerRng(seed);
   }
 
