@@ -50,7 +50,7 @@ test('ArcFace classic (old insightface): linear fallback past pi, easy margin, t
   const ze = easy.apply(c, labels).arraySync();
   close(ze[2][0], s * -0.4, 1e-5, 'easy margin leaves c <= 0');
   close(ze[1][1], s * phi(0.6), 1e-4, 'easy margin phi where c > 0');
-  const g = tf.grad((x: tf.Tensor) => classic.apply(x as tf.Tensor2D, labels).sum())(c).arraySync();
+  const g = tf.grad((x: tf.Tensor) => classic.apply(x as tf.Tensor2D, labels).sum())(c).arraySync() as number[][];
   const dphi = (x: number) => Math.cos(m) + (x * Math.sin(m)) / Math.sqrt(1 - x * x);
   close(g[1][1], s * dphi(0.6), 1e-3, 'true derivative');
   close(g[2][0], s * dphi(-0.4), 1e-3, 'true derivative');
@@ -86,7 +86,7 @@ test('DistCrossEntropy: clamp at 1e-30 in the loss, (p - onehot)/B in the backwa
   const x = tf.tensor2d(logits);
   const loss = distCrossEntropy(x, labels);
   close(loss.dataSync()[0], want, 1e-5 * want, 'loss');
-  const g = tf.grad((t: tf.Tensor) => distCrossEntropy(t as tf.Tensor2D, labels).mul(3))(x).arraySync();
+  const g = tf.grad((t: tf.Tensor) => distCrossEntropy(t as tf.Tensor2D, labels).mul(3))(x).arraySync() as number[][];
   for (let i = 0; i < 2; i++) {
     for (let j = 0; j < 3; j++) close(g[i][j], (3 * (p[i][j] - (labels[i] === j ? 1 : 0))) / 2, 1e-6, `grad ${i},${j}`);
   }

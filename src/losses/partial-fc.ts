@@ -74,7 +74,7 @@ export class PartialFC {
     this.margin = opts.margin instanceof CombinedMarginLoss ? opts.margin : new CombinedMarginLoss(opts.margin);
     const seed = opts.seed ?? 2048;
     const init = tf.randomNormal([numClasses, embeddingSize], 0, 0.01, 'float32', seed);
-    this.weight = tf.variable(init, true, opts.name);
+    this.weight = tf.variable(init, true, opts.name) as tf.Variable<tf.Rank.R2>;
     init.dispose(); // the variable holds its own reference to the data
     this.rng = new SamplerRng(seed);
   }
