@@ -44,6 +44,8 @@ export async function initBackend(
   if (want && !(BACKEND_ORDER as readonly string[]).includes(want)) {
     throw new Error(`unknown backend "${want}": choose one of ${BACKEND_ORDER.join(', ')} or auto`);
   }
+  // Prod mode: no debug checks, and no "install tfjs-node" banner from the cpu backend.
+  tf.enableProdMode();
   const candidates = want ? [want as BackendName] : [...BACKEND_ORDER];
   let detail = '';
   for (const name of candidates) {

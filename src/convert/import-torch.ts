@@ -1,0 +1,58 @@
+// insightface `.pth` -> tfjs backbone: read the torch file, work out (or take) the network, build it,
+// fill its weights. Every failure names the file.
+import type * as tf from '@tensorflow/tfjs';
+import { readTorchStateDict, TorchFormatError } from '../formats/torch.ts';
+import { buildBackbone, resolveSpec, type BackboneSpec } from '../models/factory.ts';
+import { ArcfaceError } from '../cli/errors.ts';
+import { inferSpec } from './infer-spec.ts';
+import { loadStateDict } from './torch-mapping.ts';
+
+export interface ImportTorchOptions {
+  /** Network name; inferred from the checkpoint when omitted. */
+  network?: string;
+  embeddingSize?: number;
+  inputSize?: number;
+}
+
+export function importTorch(file: string, opts: ImportTorchOptions = {}): { model: tf.LayersModel; spec: BackboneSpec } {
+  let sd;
+  try {
+    sd = readTorchStateDict(file);
+  } catch (e) {
+    if (e instanceof TorchFormatError) throw new ArcfaceError(e.message);
+    throw e;
+  }
+  let spec: BackboneSpec;
+  try {
+    const inferred = opts.network ? undefined : inferSpec(sd);
+    spec = resolveSpec(
+      inferred ?? {
+        network: opts.network!,
+        // An explicit network still takes its head sizes from the file unless told otherwise.
+        embeddingSize: opts.embeddingSize ?? sd.get('fc.weight')?.shape[0] ?? sd.get('features.layers.2.weight')?.shape[0],
+        inputSize: opts.inputSize,
+      },
+    );
+    if (inferred && opts.embeddingSize !== undefined && opts.embeddingSize !== spec.embeddingSize) {
+      throw new Error(`--embedding-size ${opts.embeddingSize} does not match the checkpoint's ${spec.embeddingSize}`);
+    }
+  } catch (e) {
+    throw new ArcfaceError((e as Error).message, file);
+  }
+  const model = buildBackbone(spec);
+  try {
+    loadStateDict(model, sd);
+  } catch (e) {
+    model.dispose();
+    let hint = '';
+    if (opts.network) {
+      try {
+        hint = ` (--network ${opts.network} given, but the file holds a ${inferSpec(sd).network}; omit --network to detect it)`;
+      } catch {
+        hint = ` (is it really a ${opts.network}?)`;
+      }
+    }
+    throw new ArcfaceError(`${(e as Error).message}${hint}`, file);
+  }
+  return { model, spec };
+}

@@ -1,0 +1,108 @@
+// Saving and loading tfjs layers models on disk (`model.json` + `weights.bin`) without tfjs-node, in the
+// standard layout that tfjs-node's `file://` handler and `tf.loadLayersModel` over http also read.
+// Writes go to a temporary sibling directory that is renamed into place, so a failed save leaves nothing.
+import * as tf from '@tensorflow/tfjs';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { BackboneSpec } from './factory.ts';
+import './grouped-conv.ts'; // registers the custom layer before any model.json is parsed
+
+export const MODEL_JSON = 'model.json';
+export const WEIGHTS_BIN = 'weights.bin';
+
+export class ModelFileError extends Error {
+  constructor(readonly file: string, message: string) {
+    super(`${file}: ${message}`);
+    this.name = 'ModelFileError';
+  }
+}
+
+/** Writes `dir` atomically (built in `dir.tmp-<pid>`, then renamed over any previous `dir`). */
+export async function writeDirAtomically(dir: string, fill: (tmp: string) => Promise<void> | void): Promise<void> {
+  const tmp = `${dir.replace(/[\\/]+$/, '')}.tmp-${process.pid}`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+  try {
+    await fill(tmp);
+    if (fs.existsSync(dir)) fs.rmSync(dir, { recursive: true, force: true });
+    fs.renameSync(tmp, dir);
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** Saves a model as `dir/model.json` + `dir/weights.bin`, with the backbone spec in its user metadata. */
+export async function saveModel(model: tf.LayersModel, dir: string, spec?: BackboneSpec): Promise<void> {
+  if (spec) model.setUserDefinedMetadata({ ...(model.getUserDefinedMetadata() ?? {}), arcface: spec as unknown as object });
+  await writeDirAtomically(dir, async (tmp) => {
+    await model.save(
+      tf.io.withSaveHandler(async (a) => {
+        const weightData = a.weightData as ArrayBuffer | ArrayBuffer[] | undefined;
+        const weights = Array.isArray(weightData) ? Buffer.concat(weightData.map((b) => Buffer.from(b))) : Buffer.from(weightData ?? new ArrayBuffer(0));
+        const json = {
+          format: a.format ?? 'layers-model',
+          generatedBy: a.generatedBy,
+          convertedBy: 'arcface-ts',
+          modelTopology: a.modelTopology,
+          userDefinedMetadata: a.userDefinedMetadata,
+          weightsManifest: [{ paths: [WEIGHTS_BIN], weights: a.weightSpecs ?? [] }],
+        };
+        fs.writeFileSync(path.join(tmp, WEIGHTS_BIN), weights);
+        fs.writeFileSync(path.join(tmp, MODEL_JSON), JSON.stringify(json));
+        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON', weightDataBytes: weights.length } };
+      }),
+    );
+  });
+}
+
+/** The model.json and weights of a saved model directory (or of a model.json path). */
+export function readModelArtifacts(dirOrJson: string): tf.io.ModelArtifacts {
+  const jsonPath = dirOrJson.endsWith('.json') ? dirOrJson : path.join(dirOrJson, MODEL_JSON);
+  if (!fs.existsSync(jsonPath)) throw new ModelFileError(jsonPath, 'no such file: expected a tfjs layers model directory with model.json');
+  let json: {
+    modelTopology?: object;
+    weightsManifest?: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
+    userDefinedMetadata?: object;
+    format?: string;
+  };
+  try {
+    json = JSON.parse(fs.readFileSync(jsonPath, 'utf8'));
+  } catch (e) {
+    throw new ModelFileError(jsonPath, `not valid JSON (${(e as Error).message})`);
+  }
+  if (!json.modelTopology || !Array.isArray(json.weightsManifest)) {
+    throw new ModelFileError(jsonPath, 'not a tfjs layers model (needs modelTopology and weightsManifest)');
+  }
+  const dir = path.dirname(jsonPath);
+  const buffers: Buffer[] = [];
+  const specs: tf.io.WeightsManifestEntry[] = [];
+  for (const group of json.weightsManifest) {
+    for (const p of group.paths) {
+      const f = path.join(dir, p);
+      if (!fs.existsSync(f)) throw new ModelFileError(f, 'weight shard listed in model.json is missing');
+      buffers.push(fs.readFileSync(f));
+    }
+    specs.push(...group.weights);
+  }
+  const weightData = Buffer.concat(buffers);
+  const need = specs.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1) * (s.dtype === 'float32' || s.dtype === 'int32' ? 4 : 1), 0);
+  if (weightData.length < need) throw new ModelFileError(dir, `weights are truncated: ${weightData.length} bytes, model.json needs ${need}`);
+  return {
+    modelTopology: json.modelTopology,
+    weightSpecs: specs,
+    weightData: weightData.buffer.slice(weightData.byteOffset, weightData.byteOffset + weightData.byteLength),
+    userDefinedMetadata: json.userDefinedMetadata as Record<string, object> | undefined,
+    format: json.format,
+  };
+}
+
+/** Loads a saved tfjs layers model from a directory (or model.json path). */
+export async function loadModel(dirOrJson: string): Promise<tf.LayersModel> {
+  return tf.loadLayersModel(tf.io.fromMemory(readModelArtifacts(dirOrJson)));
+}
+
+/** The backbone spec stored in a saved model's metadata, if it has one. */
+export function specOf(model: tf.LayersModel): BackboneSpec | undefined {
+  return (model.getUserDefinedMetadata() as { arcface?: BackboneSpec } | undefined)?.arcface;
+}
