@@ -1,0 +1,43 @@
+// `arcface pack-bin`: a pairs list + images -> an insightface verification .bin (like lfw.bin).
+import type { CommandModule } from 'yargs';
+import { writeBin } from '../../data/bin-set.ts';
+import { buildVerificationSet, parsePairs, type PairsFormat } from '../../data/pairs.ts';
+import { ArcfaceError } from '../errors.ts';
+
+interface Args {
+  pairs: string;
+  out: string;
+  root?: string;
+  ext: string;
+  format?: PairsFormat;
+  size: number;
+  quality: number;
+}
+
+const command: CommandModule<object, Args> = {
+  command: 'pack-bin',
+  describe: 'Make a verification .bin (pickled image pairs + issame, like lfw.bin) from a pairs list',
+  builder: (y) =>
+    y
+      .option('pairs', { type: 'string', demandOption: true, describe: 'LFW pairs.txt, or lines "pathA pathB 1|0"' })
+      .option('out', { type: 'string', demandOption: true, describe: 'output .bin file' })
+      .option('root', { type: 'string', describe: 'folder the image paths are relative to (default: the pairs file\'s folder)' })
+      .option('ext', { type: 'string', default: 'jpg', describe: 'image extension in LFW format (<root>/<name>/<name>_0001.<ext>)' })
+      .option('format', { type: 'string', choices: ['lfw', 'simple'], describe: 'pairs format (default: detected from the first line)' })
+      .option('size', { type: 'number', default: 112, describe: 'side of the stored square images; others are resized' })
+      .option('quality', { type: 'number', default: 95, describe: 'JPEG quality for re-encoded images' })
+      .example('$0 pack-bin --pairs lfw/pairs.txt --root lfw/aligned --out lfw.bin', 'LFW layout')
+      .example('$0 pack-bin --pairs my_pairs.txt --out my.bin', 'lines "alice/1.jpg bob/3.jpg 0"') as never,
+  handler: async (argv) => {
+    if (!Number.isInteger(argv.size) || argv.size < 8) throw new ArcfaceError(`--size must be an integer >= 8, got ${argv.size}`);
+    if (!argv.out.endsWith('.bin')) process.stderr.write(`arcface: warning: ${argv.out} does not end in .bin\n`);
+    const { pairs, format } = parsePairs(argv.pairs, { root: argv.root, ext: argv.ext, format: argv.format });
+    const { set, reencoded } = await buildVerificationSet(pairs, argv.pairs, { size: argv.size, quality: argv.quality });
+    writeBin(argv.out, set);
+    const same = set.issame.filter(Boolean).length;
+    process.stderr.write(`arcface: wrote ${argv.out}: ${pairs.length} pairs (${same} same, ${pairs.length - same} different), ${reencoded} images re-encoded\n`);
+    process.stdout.write(`${JSON.stringify({ out: argv.out, format, pairs: pairs.length, same, different: pairs.length - same, images: set.images.length, reencoded })}\n`);
+  },
+};
+
+export default command;
