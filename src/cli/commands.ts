@@ -1,12 +1,14 @@
 // Every `arcface` sub-command, in the order `--help` lists them. Each module exports a yargs CommandModule.
 import type { CommandModule } from 'yargs';
 import importCommand from './commands/import.ts';
+import exportCommand from './commands/export.ts';
 import packCommand from './commands/pack.ts';
 import packBinCommand from './commands/pack-bin.ts';
 import inspectCommand from './commands/inspect.ts';
 
 export const commands: CommandModule<any, any>[] = [
   importCommand,
+  exportCommand,
   packCommand,
   packBinCommand,
   inspectCommand,

@@ -1,0 +1,44 @@
+// Opens a backbone from whatever a user has: a tfjs layers model directory (or model.json), an insightface
+// `.pth`/`.pt`, or a training run / checkpoint directory holding `backbone/model.json`.
+import fs from 'node:fs';
+import path from 'node:path';
+import type * as tf from '@tensorflow/tfjs';
+import { loadModel, specOf, MODEL_JSON } from '../models/io.ts';
+import type { BackboneSpec } from '../models/factory.ts';
+import { ArcfaceError } from '../cli/errors.ts';
+import { importTorch } from './import-torch.ts';
+
+export interface LoadedBackbone {
+  model: tf.LayersModel;
+  /** Undefined for a tfjs model saved by another tool. */
+  spec?: BackboneSpec;
+  source: 'tfjs' | 'pth';
+}
+
+/** Finds the model.json a path refers to, looking inside run/checkpoint directories too. */
+export function resolveModelJson(p: string): string | undefined {
+  if (p.endsWith('.json') && fs.existsSync(p)) return p;
+  for (const candidate of [path.join(p, MODEL_JSON), path.join(p, 'backbone', MODEL_JSON), path.join(p, 'best', 'backbone', MODEL_JSON)]) {
+    if (fs.existsSync(candidate)) return candidate;
+  }
+  const latest = path.join(p, 'latest');
+  if (fs.existsSync(path.join(latest, 'backbone', MODEL_JSON))) return path.join(latest, 'backbone', MODEL_JSON);
+  return undefined;
+}
+
+export async function loadBackbone(p: string): Promise<LoadedBackbone> {
+  if (!fs.existsSync(p)) throw new ArcfaceError('no such file or directory', p);
+  const ext = path.extname(p).toLowerCase();
+  if (fs.statSync(p).isFile() && (ext === '.pth' || ext === '.pt')) {
+    const { model, spec } = importTorch(p);
+    return { model, spec, source: 'pth' };
+  }
+  const json = resolveModelJson(p);
+  if (!json) throw new ArcfaceError('not a model: expected a tfjs model directory (model.json), a .pth/.pt file or a training run directory', p);
+  try {
+    const model = await loadModel(json);
+    return { model, spec: specOf(model), source: 'tfjs' };
+  } catch (e) {
+    throw new ArcfaceError((e as Error).message, json);
+  }
+}
