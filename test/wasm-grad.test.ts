@@ -192,7 +192,8 @@ describe('wasm gradient kernels match the cpu backend', () => {
         if (id < 0 || id >= c.numSegments) return;
         for (let j = 0; j < inner; j++) want[id * inner + j] += x.values[i * inner + j];
       });
-      const out = tf.tidy(() => tf.unsortedSegmentSum(tf.tensor(x.values, c.x), tf.tensor(ids, c.ids, 'int32') as tf.Tensor1D, c.numSegments));
+      const out = tf.tidy(() => tf.engine().runKernel('UnsortedSegmentSum',
+        { x: tf.tensor(x.values, c.x), segmentIds: tf.tensor(ids, c.ids, 'int32') }, { numSegments: c.numSegments }) as tf.Tensor);
       const got: Data = { values: out.dataSync() as Float32Array, shape: out.shape, dtype: 'float32' };
       out.dispose();
       assertClose(got, { values: want, shape: [c.numSegments, ...c.x.slice(c.ids.length)], dtype: 'float32' },

@@ -67,6 +67,7 @@ function filterGradInputPads(g: ConvGeometry): [number, number, number, number] 
 
 /** dW of conv2d: x [N,H,W,Ci], dy [N,Ho,Wo,Co] -> [kh,kw,Ci,Co]. */
 export function conv2dFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, g: ConvGeometry): tf.Tensor4D {
+  if (g.kh === 1 && g.kw === 1) return pointwiseFilterGrad(x, dy, g);
   return tf.tidy(() => {
     const xt = tf.transpose(x, [3, 1, 2, 0]); // [Ci, H, W, N]: the batch becomes the reduction axis
     const dyt = tf.transpose(dy, [1, 2, 0, 3]); // [Ho, Wo, N, Co]
@@ -74,6 +75,34 @@ export function conv2dFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, g: ConvGeometr
     const [xc, pads] = cropForPads(xt, top, bottom, left, right);
     const dw = tf.conv2d(xc, dyt, 1, pads, 'NHWC', [g.sh, g.sw]); // [Ci, kh, kw, Co]
     return tf.transpose(dw, [1, 2, 0, 3]);
+  });
+}
+
+/**
+ * dW of a 1x1 conv is one matrix product X^T dY over all N*Ho*Wo positions. It runs as a 1x1
+ * convolution (XNNPACK's GEMM, several times faster than tf.matMul on wasm) with the reduction in
+ * the channel axis; the dilated form above would reduce over Ho*Wo taps of only N channels each.
+ */
+function pointwiseFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, g: ConvGeometry): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [top, bottom, left, right] = filterGradInputPads(g);
+    const [xc, pads] = cropForPads(x, top, bottom, left, right);
+    let xs: tf.Tensor4D = pads.some(([a, b]) => a > 0 || b > 0) ? tf.pad(xc, pads) : xc;
+    // A 1x1 average pool with the conv's stride picks exactly the positions the windows start at.
+    if (g.sh > 1 || g.sw > 1) xs = tf.avgPool(xs, 1, [g.sh, g.sw], 'valid');
+    const p = g.batch * g.outH * g.outW;
+    const ci = x.shape[3];
+    const co = dy.shape[3];
+    const x2 = tf.reshape(xs, [p, ci]);
+    const dy2 = tf.reshape(dy, [p, co]);
+    // Transpose whichever operand is smaller; it becomes the GEMM's rows, the other its weights.
+    if (ci <= co) {
+      const rows = tf.reshape(tf.transpose(x2), [ci, 1, 1, p]) as tf.Tensor4D;
+      return tf.reshape(tf.conv2d(rows, tf.reshape(dy2, [1, 1, p, co]) as tf.Tensor4D, 1, 'valid'), [1, 1, ci, co]);
+    }
+    const rows = tf.reshape(tf.transpose(dy2), [co, 1, 1, p]) as tf.Tensor4D;
+    const dwT = tf.conv2d(rows, tf.reshape(x2, [1, 1, p, ci]) as tf.Tensor4D, 1, 'valid'); // [Co,1,1,Ci]
+    return tf.reshape(tf.transpose(tf.reshape(dwT, [co, ci])), [1, 1, ci, co]);
   });
 }
 
@@ -97,46 +126,66 @@ export function depthwiseFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, g: ConvGeom
 function phaseTaps(w: tf.Tensor4D, rh: number, rw: number, sh: number, sw: number): tf.Tensor4D | null {
   const [kh, kw, a, b] = w.shape;
   if (rh >= kh || rw >= kw) return null;
+  // The filter is small, so a strided slice is cheap here (it is slow on large activations).
   const sub = sh === 1 && sw === 1 ? w : tf.stridedSlice(w, [rh, rw, 0, 0], [kh, kw, a, b], [sh, sw, 1, 1]);
   return tf.reverse(sub, [0, 1]) as tf.Tensor4D;
 }
 
 /**
+ * Interleaves the phase results p[rh*sw+rw] ([N,U,V,C] each) into [N, U*sh, V*sw, C], where row
+ * u*sh+rh comes from phase rh, row u (a reshape and one transpose: tf.depthToSpace is far slower on wasm).
+ */
+function interleavePhases(phases: (tf.Tensor4D | null)[], sh: number, sw: number): tf.Tensor4D {
+  const present = phases.find((p): p is tf.Tensor4D => p !== null);
+  if (present === undefined) throw new Error('interleavePhases: no phase has taps');
+  const [n, u, v, c] = present.shape;
+  if (phases.length === 1) return present;
+  if (phases.every((p, i) => (i === 0) === (p !== null))) {
+    // Only phase (0,0) has taps (a 1x1 kernel with stride > 1): zero-stuff it with one pad.
+    const stuffed = tf.pad(tf.reshape(present, [n, u, 1, v, 1, c]), [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]]);
+    return tf.reshape(stuffed, [n, u * sh, v * sw, c]);
+  }
+  const all = phases.map((p) => p ?? tf.zeros([n, u, v, c]));
+  const stacked = tf.reshape(tf.concat(all, 3), [n, u, v, sh, sw, c]);
+  return tf.reshape(tf.transpose(stacked, [0, 1, 3, 2, 4, 5]), [n, u * sh, v * sw, c]);
+}
+
+/**
  * Shared dX driver: `convPhase(dyPadded, taps, pads)` runs one stride-1 convolution of dy with the
  * flipped taps of one phase and returns [N, U, V, C]; phases are then interleaved and cropped to x.
+ * With `uniformTaps`, every phase's taps are zero-padded (at the top/left, which keeps the
+ * alignment) to the largest phase's size: XNNPACK's depthwise kernels exist for 2x2 and 3x3 taps
+ * but not 2x1, where it falls back to a path ~10x slower.
  */
 function inputGradByPhases(
   dy: tf.Tensor4D,
   w: tf.Tensor4D,
   g: ConvGeometry,
-  outChannels: number,
+  uniformTaps: boolean,
   convPhase: (dy: tf.Tensor4D, taps: tf.Tensor4D, pads: Pads) => tf.Tensor4D,
 ): tf.Tensor4D {
   return tf.tidy(() => {
     const u = Math.ceil((g.inH + g.top) / g.sh); // phase-grid rows covering every row of x
     const v = Math.ceil((g.inW + g.left) / g.sw);
-    const phases: tf.Tensor4D[] = [];
+    const maxTh = Math.ceil(g.kh / g.sh);
+    const maxTw = Math.ceil(g.kw / g.sw);
+    const phases: (tf.Tensor4D | null)[] = [];
     for (let rh = 0; rh < g.sh; rh++) {
       for (let rw = 0; rw < g.sw; rw++) {
-        const taps = phaseTaps(w, rh, rw, g.sh, g.sw);
+        let taps = phaseTaps(w, rh, rw, g.sh, g.sw);
         if (taps === null) {
-          phases.push(tf.zeros([g.batch, u, v, outChannels]));
+          phases.push(null);
           continue;
+        }
+        if (uniformTaps && (taps.shape[0] < maxTh || taps.shape[1] < maxTw)) {
+          taps = tf.pad(taps, [[maxTh - taps.shape[0], 0], [maxTw - taps.shape[1], 0], [0, 0], [0, 0]]);
         }
         const [th, tw] = taps.shape;
         const [dyc, pads] = cropForPads(dy, th - 1, u - g.outH, tw - 1, v - g.outW);
         phases.push(convPhase(dyc, taps, pads));
       }
     }
-    let full: tf.Tensor4D; // [N, U*sh, V*sw, C]: row u*sh+rh of padded x comes from phase rh, row u
-    if (phases.length === 1) {
-      full = phases[0];
-    } else if (g.sh === g.sw) {
-      full = tf.depthToSpace(tf.concat(phases, 3), g.sh);
-    } else {
-      const stacked = tf.reshape(tf.concat(phases, 3), [g.batch, u, v, g.sh, g.sw, outChannels]);
-      full = tf.reshape(tf.transpose(stacked, [0, 1, 3, 2, 4, 5]), [g.batch, u * g.sh, v * g.sw, outChannels]);
-    }
+    const full = interleavePhases(phases, g.sh, g.sw); // [N, U*sh, V*sw, C] in padded-x coordinates
     if (g.top === 0 && g.left === 0 && full.shape[1] === g.inH && full.shape[2] === g.inW) return full;
     return tf.slice(full, [0, g.top, g.left, 0], [-1, g.inH, g.inW, -1]);
   });
@@ -144,8 +193,7 @@ function inputGradByPhases(
 
 /** dX of conv2d: dy [N,Ho,Wo,Co], w [kh,kw,Ci,Co] -> [N,H,W,Ci]. */
 export function conv2dInputGrad(dy: tf.Tensor4D, w: tf.Tensor4D, g: ConvGeometry): tf.Tensor4D {
-  const ci = w.shape[2];
-  return inputGradByPhases(dy, w, g, ci, (d, taps, pads) =>
+  return inputGradByPhases(dy, w, g, false, (d, taps, pads) =>
     tf.conv2d(d, tf.transpose(taps, [0, 1, 3, 2]), 1, pads),
   );
 }
@@ -157,7 +205,7 @@ export function depthwiseInputGrad(dy: tf.Tensor4D, w: tf.Tensor4D, g: ConvGeome
   // filter per dy channel, then the M contributions of each input channel are summed.
   const wFlat = tf.reshape(w, [kh, kw, c * m, 1]) as tf.Tensor4D;
   try {
-    return inputGradByPhases(dy, wFlat, g, c, (d, taps, pads) => {
+    return inputGradByPhases(dy, wFlat, g, true, (d, taps, pads) => {
       const r = tf.depthwiseConv2d(d, taps, 1, pads);
       if (m === 1) return r;
       const [n, uh, vw] = r.shape;
