@@ -4,7 +4,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
-import { WASM_GRADIENT_KERNELS } from '../src/backend/wasm-grad.ts';
+import { registerWasmGradientKernels, WASM_GRADIENT_KERNELS } from '../src/backend/wasm-grad.ts';
 
 type Pad = 'same' | 'valid' | [[number, number], [number, number], [number, number], [number, number]];
 type Data = { values: Float32Array | Int32Array; shape: number[]; dtype: 'float32' | 'int32' };
@@ -157,6 +157,25 @@ describe('wasm gradient kernels match the cpu backend', () => {
         }
       }
     }
+  });
+
+  test('registration is idempotent', () => {
+    const before = WASM_GRADIENT_KERNELS.map((k) => tf.getKernel(k, 'wasm')?.kernelFunc);
+    registerWasmGradientKernels();
+    registerWasmGradientKernels();
+    assert.deepEqual(WASM_GRADIENT_KERNELS.map((k) => tf.getKernel(k, 'wasm')?.kernelFunc), before);
+  });
+
+  test('a dy of the wrong shape is rejected, naming the kernel', async () => {
+    assert.ok(await tf.setBackend('wasm'));
+    const dy = tf.ones([1, 4, 4, 2]);
+    const filter = tf.ones([3, 3, 1, 2]);
+    assert.throws(
+      () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter },
+        { strides: 2, pad: 'same', dataFormat: 'NHWC', inputShape: [1, 9, 9, 1] }),
+      /Conv2DBackpropInput: dy has shape \[1,4,4,2\] but the convolution's output shape is \[1,5,5,2\]/,
+    );
+    tf.dispose([dy, filter]);
   });
 
   test('depthwise gradients reject dilation > 1 with a clear error', async () => {

@@ -165,8 +165,12 @@ function inputGradByPhases(
   convPhase: (dy: tf.Tensor4D, taps: tf.Tensor4D, pads: Pads) => tf.Tensor4D,
 ): tf.Tensor4D {
   return tf.tidy(() => {
-    const u = Math.ceil((g.inH + g.top) / g.sh); // phase-grid rows covering every row of x
-    const v = Math.ceil((g.inW + g.left) / g.sw);
+    // Phase-grid rows u0 .. u0+u-1 cover padded-x rows top .. top+inH-1 (no more: with stride 1
+    // the result needs no crop).
+    const u0 = Math.floor(g.top / g.sh);
+    const v0 = Math.floor(g.left / g.sw);
+    const u = Math.floor((g.top + g.inH - 1) / g.sh) - u0 + 1;
+    const v = Math.floor((g.left + g.inW - 1) / g.sw) - v0 + 1;
     const maxTh = Math.ceil(g.kh / g.sh);
     const maxTw = Math.ceil(g.kw / g.sw);
     const phases: (tf.Tensor4D | null)[] = [];
@@ -181,13 +185,15 @@ function inputGradByPhases(
           taps = tf.pad(taps, [[maxTh - taps.shape[0], 0], [maxTw - taps.shape[1], 0], [0, 0], [0, 0]]);
         }
         const [th, tw] = taps.shape;
-        const [dyc, pads] = cropForPads(dy, th - 1, u - g.outH, tw - 1, v - g.outW);
+        const [dyc, pads] = cropForPads(dy, th - 1 - u0, u0 + u - g.outH, tw - 1 - v0, v0 + v - g.outW);
         phases.push(convPhase(dyc, taps, pads));
       }
     }
-    const full = interleavePhases(phases, g.sh, g.sw); // [N, U*sh, V*sw, C] in padded-x coordinates
-    if (g.top === 0 && g.left === 0 && full.shape[1] === g.inH && full.shape[2] === g.inW) return full;
-    return tf.slice(full, [0, g.top, g.left, 0], [-1, g.inH, g.inW, -1]);
+    const full = interleavePhases(phases, g.sh, g.sw); // padded-x rows from u0*sh, cols from v0*sw
+    const r0 = g.top - u0 * g.sh;
+    const c0 = g.left - v0 * g.sw;
+    if (r0 === 0 && c0 === 0 && full.shape[1] === g.inH && full.shape[2] === g.inW) return full;
+    return tf.slice(full, [0, r0, c0, 0], [-1, g.inH, g.inW, -1]);
   });
 }
 

@@ -43,6 +43,13 @@ function checkDilations(kernel: string, dilations: number | [number, number] | u
   }
 }
 
+/** The gradient's dy must have the forward output's shape; a mismatch would give silently wrong values. */
+function checkDy(kernel: string, dy: tf.Tensor, info: tf.backend_util.Conv2DInfo): void {
+  if (!tf.util.arraysEqual(dy.shape, info.outShape)) {
+    throw new Error(`${kernel}: dy has shape [${dy.shape}] but the convolution's output shape is [${info.outShape}]`);
+  }
+}
+
 const toNhwc = (t: tf.Tensor4D): tf.Tensor4D => tf.transpose(t, [0, 2, 3, 1]);
 const toNchw = (t: tf.Tensor4D): tf.Tensor4D => tf.transpose(t, [0, 3, 1, 2]);
 
@@ -53,6 +60,7 @@ function conv2dBackpropFilter(inputs: NamedTensorInfoMap, attrs: NamedAttrMap): 
     let dy = asTensor<tf.Tensor4D>(inputs.dy, 'Conv2DBackpropFilter', 'dy');
     const format = tf.backend_util.convertConv2DDataFormat(dataFormat ?? 'NHWC');
     const info = tf.backend_util.computeConv2DInfo(x.shape, filterShape, strides, 1, pad, dimRoundingMode, false, format);
+    checkDy('Conv2DBackpropFilter', dy, info);
     if (format === 'channelsFirst') {
       x = toNhwc(x);
       dy = toNhwc(dy);
@@ -68,6 +76,7 @@ function conv2dBackpropInput(inputs: NamedTensorInfoMap, attrs: NamedAttrMap): t
     const filter = asTensor<tf.Tensor4D>(inputs.filter, 'Conv2DBackpropInput', 'filter');
     const format = tf.backend_util.convertConv2DDataFormat(dataFormat ?? 'NHWC');
     const info = tf.backend_util.computeConv2DInfo(inputShape, filter.shape, strides, 1, pad, dimRoundingMode, false, format);
+    checkDy('Conv2DBackpropInput', dy, info);
     if (format === 'channelsFirst') dy = toNhwc(dy);
     const dx = conv2dInputGrad(dy, filter, geometryFromConvInfo(info));
     return format === 'channelsFirst' ? toNchw(dx) : dx;
@@ -83,6 +92,7 @@ function depthwiseBackpropFilter(inputs: NamedTensorInfoMap, attrs: NamedAttrMap
     const x = asTensor<tf.Tensor4D>(inputs.x, kernel, 'x');
     const dy = asTensor<tf.Tensor4D>(inputs.dy, kernel, 'dy');
     const info = tf.backend_util.computeConv2DInfo(x.shape, filterShape, strides, 1, pad, dimRoundingMode, true);
+    checkDy(kernel, dy, info);
     return depthwiseFilterGrad(x, dy, geometryFromConvInfo(info), filterShape[3]);
   });
 }
@@ -96,6 +106,7 @@ function depthwiseBackpropInput(inputs: NamedTensorInfoMap, attrs: NamedAttrMap)
     const dy = asTensor<tf.Tensor4D>(inputs.dy, kernel, 'dy');
     const filter = asTensor<tf.Tensor4D>(inputs.filter, kernel, 'filter');
     const info = tf.backend_util.computeConv2DInfo(inputShape, filter.shape, strides, 1, pad, dimRoundingMode, true);
+    checkDy(kernel, dy, info);
     return depthwiseInputGrad(dy, filter, geometryFromConvInfo(info));
   });
 }
