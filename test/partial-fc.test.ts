@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
 import { PartialFC } from '../src/losses/partial-fc.ts';
 import { SamplerRng, sampleClasses } from '../src/losses/class-sampler.ts';
+import { TorchOptimizer } from '../src/train/optimizers.ts';
 
 const FIXTURES = path.resolve(import.meta.dirname, '../../shared/fixtures');
 const FILE = path.join(FIXTURES, 'margin_loss.json');
@@ -126,3 +127,27 @@ for (const backend of ['cpu', 'wasm']) {
     assert.equal(tf.memory().numTensors, before, 'no leaked tensors');
   });
 }
+
+test('sampled head + SGD: unsampled centres still get weight decay (dense zero gradient, reference notes c)', async () => {
+  await initBackend('cpu', { quiet: true });
+  const head = new PartialFC({ numClasses: 30, embeddingSize: 4, sampleRate: 0.2, seed: 3, margin: { s: 64, m1: 1, m2: 0, m3: 0.4 } });
+  const emb = tf.randomNormal([4, 4], 0, 1, 'float32', 9) as tf.Tensor2D;
+  const labels = [1, 2, 3, 4];
+  const w0 = head.weight.arraySync();
+  const state = head.rngState;
+  const index = head.forward(emb, labels);
+  tf.dispose([index.loss, index.cosLogits, index.logits]);
+  head.rngState = state;
+  const opt = new TorchOptimizer([{ name: 'head', params: [head.weight] }], { kind: 'sgd', weightDecay: 0.5 });
+  const { value, grads } = tf.variableGrads(() => head.loss(emb, labels), [head.weight]);
+  opt.step(grads, 0.1);
+  const w1 = head.weight.arraySync();
+  for (let r = 0; r < 30; r++) {
+    if (index.index!.includes(r)) continue;
+    // g = 0 + 0.5 p; buf = g; p - 0.1 buf = 0.95 p
+    for (let j = 0; j < 4; j++) assert.ok(Math.abs(w1[r][j] - 0.95 * w0[r][j]) < 1e-7, `row ${r}`);
+  }
+  tf.dispose([value, emb, ...Object.values(grads)]);
+  opt.dispose();
+  head.dispose();
+});
