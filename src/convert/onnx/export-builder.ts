@@ -95,6 +95,14 @@ export class GraphBuilder {
     return output;
   }
 
+  /** Renames a node output everywhere it is produced or used (to give the graph output a fixed name). */
+  rename(from: string, to: string): void {
+    for (const n of this.nodes) {
+      n.output = n.output!.map((o) => (o === from ? to : o));
+      n.input = n.input!.map((i) => (i === from ? to : i));
+    }
+  }
+
   /** Encodes the model: one graph, float32 inputs/outputs, default domain at `opset`. */
   encode(opts: { graphName: string; inputs: ValueInfo[]; outputs: ValueInfo[]; metadata: Record<string, string>; producerVersion: string; docString?: string }): Uint8Array {
     const valueInfo = (v: ValueInfo): OnnxTypes.IValueInfoProto => ({

@@ -127,6 +127,9 @@ export async function importOnnx(pathOrBytes: string | Uint8Array, opts: ImportO
     if (elem !== DataType.FLOAT) {
       throw new ArcfaceError(`graph input "${name}" has type ${DataType[elem] ?? elem}; only float32 inputs are supported`, file);
     }
+    if (shape.length === 1) {
+      throw new ArcfaceError(`graph input "${name}" is 1-D: a layers model needs a feature axis besides the batch axis`, file);
+    }
     const batchless = shape.slice(1);
     const image = shape.length === 4;
     const perm = image ? channelsLastPerm(4) : identityPerm(shape.length);
@@ -161,6 +164,9 @@ export async function importOnnx(pathOrBytes: string | Uint8Array, opts: ImportO
       outs = evalConstNode(ctx, ins.map((v) => (v?.kind === 'const' ? v.c : undefined))).map(constValue);
     } else {
       const convert = CONVERTERS[op];
+      if (!convert && FOLDABLE_OPS.has(op)) {
+        throw ctx.error(`"${op}" is only supported on constants and shape values, not on tensors computed from the input`);
+      }
       if (!convert) throw ctx.error(`unsupported ONNX operator "${op}"`);
       outs = convert(ctx, ins, outputCount);
     }

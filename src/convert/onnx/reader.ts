@@ -77,6 +77,9 @@ export function tensorFromProto(t: TensorProto, file: string): ConstTensor {
   const size = shape.reduce((a, b) => a * b, 1);
   const dt = t.dataType ?? DataType.UNDEFINED;
   const where = `tensor "${t.name ?? ''}"`;
+  if (shape.some((d) => !Number.isSafeInteger(d) || d < 0) || size > 2 ** 31) {
+    throw new ArcfaceError(`${where} has an invalid shape [${shape}] (not a tensor, or corrupt)`, file);
+  }
   if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
     throw new ArcfaceError(`${where} uses external data, which is not supported (save the model as one file)`, file);
   }
