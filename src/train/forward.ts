@@ -1,0 +1,103 @@
+// The training-mode forward pass of a backbone, layer by layer over the functional graph, with PyTorch's
+// BatchNorm semantics instead of tfjs-layers': batch statistics normalise the batch, running statistics
+// update with momentum 0.1 and the *unbiased* batch variance, and a BN without gamma (IResNet's frozen
+// final BatchNorm1d) trains its beta alone (tfjs-layers cannot train a scale-free BN at all). The
+// running-statistic updates are returned, not applied, so they happen once per step outside the tape.
+import * as tf from '@tensorflow/tfjs';
+
+/** A BatchNorm layer's batch statistics from one forward pass, to fold into its running statistics. */
+export interface BatchNormUpdate {
+  layer: tf.layers.Layer;
+  mean: tf.Tensor1D;
+  /** Unbiased (n / (n - 1)) batch variance, as torch uses for running_var. */
+  variance: tf.Tensor1D;
+}
+
+export interface TrainForwardOptions {
+  /** Fine-tuning: normalise with the running statistics and leave them unchanged. */
+  freezeBatchNorm?: boolean;
+}
+
+interface BnWeights {
+  gamma?: tf.LayerVariable;
+  beta?: tf.LayerVariable;
+  movingMean: tf.LayerVariable;
+  movingVariance: tf.LayerVariable;
+  epsilon: number;
+}
+
+function bnWeights(layer: tf.layers.Layer): BnWeights {
+  const find = (s: string) => layer.weights.find((w) => w.originalName.endsWith(`/${s}`));
+  const cfg = layer.getConfig();
+  return {
+    gamma: find('gamma'),
+    beta: find('beta'),
+    movingMean: find('moving_mean')!,
+    movingVariance: find('moving_variance')!,
+    epsilon: (cfg.epsilon as number) ?? 1e-3,
+  };
+}
+
+function batchNormTraining(layer: tf.layers.Layer, x: tf.Tensor, updates: BatchNormUpdate[] | null, frozen: boolean): tf.Tensor {
+  const w = bnWeights(layer);
+  // tf.batchNorm cannot record a gradient without a scale: a constant 1 stands in for the frozen gamma.
+  const c = x.shape[x.shape.length - 1]!;
+  const gamma = w.gamma ? w.gamma.read() : tf.ones([c]);
+  const beta = w.beta ? w.beta.read() : tf.zeros([c]);
+  if (frozen) return tf.batchNorm(x, w.movingMean.read(), w.movingVariance.read(), beta, gamma, w.epsilon);
+  const axes = x.shape.map((_, i) => i).slice(0, -1);
+  const { mean, variance } = tf.moments(x, axes);
+  const y = tf.batchNorm(x, mean, variance, beta, gamma, w.epsilon);
+  if (updates) {
+    const n = x.size / x.shape[x.shape.length - 1]!;
+    // Kept past the gradient tape's tidy; the caller applies and disposes them.
+    updates.push({
+      layer,
+      mean: tf.keep(tf.stopGradient(mean)) as tf.Tensor1D,
+      variance: tf.keep(tf.stopGradient(tf.mul(variance, n / Math.max(n - 1, 1)))) as tf.Tensor1D,
+    });
+  }
+  return y;
+}
+
+/**
+ * Runs `model` on `x` in training mode (dropout active, BN on batch statistics). Collects each BN's batch
+ * statistics into `updates` (pass null to skip). Call inside `tf.variableGrads` for the gradients.
+ */
+export function trainForward(model: tf.LayersModel, x: tf.Tensor, updates: BatchNormUpdate[] | null, opts: TrainForwardOptions = {}): tf.Tensor {
+  const values = new Map<number, tf.Tensor>();
+  values.set(model.inputs[0]!.id, x);
+  for (const layer of model.layers) {
+    if (layer.getClassName() === 'InputLayer') continue;
+    const node = layer.inboundNodes[0]!;
+    const inputs = node.inputTensors.map((s) => {
+      const v = values.get(s.id);
+      if (!v) throw new Error(`trainForward: input of ${layer.name} not computed (graph not in topological order?)`);
+      return v;
+    });
+    const out =
+      layer.getClassName() === 'BatchNormalization'
+        ? batchNormTraining(layer, inputs[0]!, updates, opts.freezeBatchNorm ?? false)
+        : (layer.apply(inputs.length === 1 ? inputs[0]! : inputs, { training: true }) as tf.Tensor);
+    values.set(node.outputTensors[0]!.id, out);
+  }
+  return values.get(model.outputs[0]!.id)!;
+}
+
+/** running = (1 - momentum) * running + momentum * batch (torch momentum 0.1); disposes the updates. */
+export function applyBatchNormUpdates(updates: BatchNormUpdate[], momentum = 0.1): void {
+  tf.tidy(() => {
+    for (const u of updates) {
+      const w = bnWeights(u.layer);
+      w.movingMean.write(tf.add(tf.mul(w.movingMean.read(), 1 - momentum), tf.mul(u.mean, momentum)));
+      w.movingVariance.write(tf.add(tf.mul(w.movingVariance.read(), 1 - momentum), tf.mul(u.variance, momentum)));
+    }
+  });
+  for (const u of updates) tf.dispose([u.mean, u.variance]);
+  updates.length = 0;
+}
+
+/** The trainable variables of a backbone (a scale-free BN has no gamma, so the frozen gamma never trains). */
+export function trainableVariables(model: tf.LayersModel): tf.Variable[] {
+  return model.trainableWeights.map((w) => w.read() as tf.Variable);
+}
