@@ -1,5 +1,5 @@
 // Opens a backbone from whatever a user has: a tfjs layers model directory (or model.json), an insightface
-// `.pth`/`.pt`, or a training run / checkpoint directory holding `backbone/model.json`.
+// `.pth`/`.pt`, an `.onnx` graph (converted to layers), or a training run / checkpoint directory holding `backbone/model.json`.
 import fs from 'node:fs';
 import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
@@ -12,7 +12,7 @@ export interface LoadedBackbone {
   model: tf.LayersModel;
   /** Undefined for a tfjs model saved by another tool. */
   spec?: BackboneSpec;
-  source: 'tfjs' | 'pth';
+  source: 'tfjs' | 'pth' | 'onnx';
 }
 
 /** Finds the model.json a path refers to, looking inside run/checkpoint directories too. */
@@ -32,6 +32,10 @@ export async function loadBackbone(p: string): Promise<LoadedBackbone> {
   if (fs.statSync(p).isFile() && (ext === '.pth' || ext === '.pt')) {
     const { model, spec } = importTorch(p);
     return { model, spec, source: 'pth' };
+  }
+  if (fs.statSync(p).isFile() && ext === '.onnx') {
+    const { importOnnx } = await import('./onnx/index.ts');
+    return { model: (await importOnnx(p)).model, source: 'onnx' };
   }
   const json = resolveModelJson(p);
   if (!json) throw new ArcfaceError('not a model: expected a tfjs model directory (model.json), a .pth/.pt file or a training run directory', p);

@@ -20,10 +20,10 @@ interface Args {
 
 const command: CommandModule<object, Args> = {
   command: 'import',
-  describe: 'Convert an insightface backbone.pth / model.pt into a tfjs layers model directory',
+  describe: 'Convert an insightface backbone.pth / model.pt or an ONNX model into a tfjs layers model directory',
   builder: (y) =>
     y
-      .option('from', { type: 'string', demandOption: true, describe: 'torch.save file (state dict or checkpoint)' })
+      .option('from', { type: 'string', demandOption: true, describe: 'torch.save file (state dict or checkpoint) or .onnx' })
       .option('out', { type: 'string', demandOption: true, describe: 'output directory (model.json + weights.bin)' })
       .option('network', { type: 'string', choices: [...NETWORKS], describe: 'network name; inferred from the keys when omitted' })
       .option('embedding-size', { type: 'number', describe: 'embedding size (default: from the checkpoint)' })
@@ -34,7 +34,16 @@ const command: CommandModule<object, Args> = {
     if (!fs.existsSync(argv.from)) throw new ArcfaceError('no such file', argv.from);
     await initBackend(argv.backend);
     const ext = path.extname(argv.from).toLowerCase();
-    if (ext === '.onnx') throw new ArcfaceError('ONNX import is not available yet', argv.from);
+    if (ext === '.onnx') {
+      const { importOnnx } = await import('../../convert/onnx/index.ts');
+      const imported = await importOnnx(argv.from);
+      await saveModel(imported.model, argv.out);
+      const o = imported.model.outputs[0]!.shape;
+      const summary = { from: argv.from, out: argv.out, inputNCHW: imported.inputShapeNCHW, embeddingSize: o[o.length - 1], normalisationBuiltIn: imported.normalisationBuiltIn, parameters: countParameters(imported.model), customLayers: imported.customLayerCount };
+      process.stdout.write(`${JSON.stringify(summary)}\n`);
+      imported.model.dispose();
+      return;
+    }
     const { model, spec } = importTorch(argv.from, {
       network: argv.network,
       embeddingSize: argv['embedding-size'],
