@@ -5,6 +5,7 @@ import exportCommand from './commands/export.ts';
 import packCommand from './commands/pack.ts';
 import packBinCommand from './commands/pack-bin.ts';
 import inspectCommand from './commands/inspect.ts';
+import evalCommand from './commands/eval.ts';
 
 export const commands: CommandModule<any, any>[] = [
   importCommand,
@@ -12,4 +13,5 @@ export const commands: CommandModule<any, any>[] = [
   packCommand,
   packBinCommand,
   inspectCommand,
+  evalCommand,
 ];

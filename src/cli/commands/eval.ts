@@ -1,0 +1,81 @@
+// `arcface eval`: a backbone on verification .bin sets (lfw, cfp_fp, agedb_30, your own), insightface's
+// protocol; a table (or JSON lines) on stdout and every set's ROC curve in one PNG.
+import type { CommandModule } from 'yargs';
+import fs from 'node:fs';
+import path from 'node:path';
+import { initBackend } from '../../backend/select.ts';
+import { loadBackbone } from '../../convert/load-backbone.ts';
+import { temporaryName } from '../../data/atomic.ts';
+import { evaluateModel, modelInputSize, prepareVerificationSet, type SetEvaluation } from '../../eval/evaluate-bin.ts';
+import { writeRocPng } from '../../eval/roc-image.ts';
+import { evalJson, formatEvalTable } from '../../eval/table.ts';
+import { ArcfaceError } from '../errors.ts';
+
+interface Args {
+  model: string;
+  bin: string[];
+  'batch-size': number;
+  roc?: string;
+  json: boolean;
+  backend?: string;
+}
+
+/** `<model dir>/roc.png`: beside model.json, inside a run directory, or next to a .pth file. */
+export function defaultRocPath(model: string): string {
+  const dir = fs.existsSync(model) && fs.statSync(model).isDirectory() ? model : path.dirname(model);
+  return path.join(dir, 'roc.png');
+}
+
+const command: CommandModule<object, Args> = {
+  command: 'eval',
+  describe: 'Verification accuracy of a backbone on .bin pair sets (LFW / CFP-FP / AgeDB-30 protocol) and their ROC curves',
+  builder: (y) =>
+    y
+      .option('model', { type: 'string', demandOption: true, describe: 'tfjs model directory, insightface .pth, or training run directory' })
+      .option('bin', { type: 'string', array: true, demandOption: true, describe: 'one or more verification .bin files' })
+      .option('batch-size', { type: 'number', default: 10, describe: 'images per forward pass (the reference uses 10)' })
+      .option('roc', { type: 'string', describe: 'ROC curve PNG to write (default: roc.png in the model\'s directory)' })
+      .option('json', { type: 'boolean', default: false, describe: 'one JSON object per set on stdout instead of the table' })
+      .example('$0 eval --model models/r50 --bin lfw.bin cfp_fp.bin agedb_30.bin', 'the three standard sets')
+      .example('$0 eval --model backbone.pth --bin my.bin --roc my_roc.png --json', 'an insightface checkpoint, JSON output') as never,
+  handler: async (argv) => {
+    const batchSize = argv['batch-size'];
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new ArcfaceError(`--batch-size must be a positive integer, got ${argv['batch-size']}`);
+    const bins = argv.bin.map(String);
+    if (!bins.length) throw new ArcfaceError('--bin needs at least one .bin file');
+    // Check every file before the slow work, so a typo in the third name fails at once.
+    for (const b of bins) if (!fs.existsSync(b)) throw new ArcfaceError('no such file', b);
+    const rocPath = argv.roc ?? defaultRocPath(argv.model);
+    if (!fs.existsSync(path.dirname(path.resolve(rocPath)))) throw new ArcfaceError('cannot write the ROC image: no such directory', rocPath);
+    await initBackend(argv.backend);
+    const { model } = await loadBackbone(argv.model);
+    try {
+      const size = modelInputSize(model);
+      const rows: SetEvaluation[] = [];
+      for (const file of bins) {
+        const set = await prepareVerificationSet(file, size);
+        const t0 = performance.now();
+        const r = await evaluateModel(model, set, { batchSize });
+        const seconds = (performance.now() - t0) / 1000;
+        process.stderr.write(`arcface: [${r.name}]Accuracy-Flip: ${r.accuracyMean.toFixed(5)}+-${r.accuracyStd.toFixed(5)} XNorm: ${r.xnorm.toFixed(6)} (${(4 * r.pairs / seconds).toFixed(1)} img/s incl. flips)\n`);
+        if (argv.json) process.stdout.write(`${JSON.stringify(evalJson(r, { file, seconds: Number(seconds.toFixed(3)) }))}\n`);
+        rows.push(r);
+      }
+      if (!argv.json) process.stdout.write(formatEvalTable(rows));
+      // Through a temporary name, so an interrupted run never leaves a half-written PNG.
+      const tmp = temporaryName(rocPath) + '.png';
+      try {
+        await writeRocPng(tmp, rows.map((r) => ({ name: `${r.name} ${r.accuracyMean.toFixed(5)}`, fpr: r.result.fpr, tpr: r.result.tpr })), { title: `ROC ${path.basename(argv.model).slice(0, 40)}` });
+        fs.renameSync(tmp, rocPath);
+      } catch (e) {
+        fs.rmSync(tmp, { force: true });
+        throw e instanceof ArcfaceError ? new ArcfaceError(e.message.replace(tmp, rocPath)) : new ArcfaceError(`cannot write the ROC image: ${(e as Error).message}`, rocPath);
+      }
+      process.stderr.write(`arcface: wrote ROC curves to ${rocPath}\n`);
+    } finally {
+      model.dispose();
+    }
+  },
+};
+
+export default command;
