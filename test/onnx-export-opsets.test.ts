@@ -88,17 +88,17 @@ test('opsets 9, 11, 13, 17 all run in onnxruntime and equal tfjs, folded and unf
       const m = onnx.ModelProto.decode(bytes);
       assert.equal(Number(m.opsetImport[0]!.version), opset);
       assert.equal(Number(m.irVersion), irVersionFor(opset));
-      const ops = m.graph!.node.map((n) => n.opType);
+      const ops = m.graph!.node!.map((n) => n.opType);
       assert.equal(ops.filter((o) => o === 'Pad').length, 1, 'one Pad (for the PReLU); the convs take the padding');
       assert.equal(ops.filter((o) => o === 'BatchNormalization').length, foldBatchNorm ? 2 : 3);
       assert.ok(ops.includes('Gemm') && ops.includes('MatMul') && !ops.includes('Transpose'));
       await assertMatches(full, bytes, `zoo opset ${opset}${foldBatchNorm ? ' folded' : ''}`);
     }
     const flatBytes = exportOnnx(flat, { opset });
-    assert.ok(onnx.ModelProto.decode(flatBytes).graph!.node.some((n) => n.opType === 'Transpose'));
+    assert.ok(onnx.ModelProto.decode(flatBytes).graph!.node!.some((n) => n.opType === 'Transpose'));
     await assertMatches(flat, flatBytes, `flatten output, opset ${opset}`);
     const mapBytes = exportOnnx(map, { opset, foldBatchNorm: true });
-    const dims = onnx.ModelProto.decode(mapBytes).graph!.output[0]!.type!.tensorType!.shape!.dim!;
+    const dims = onnx.ModelProto.decode(mapBytes).graph!.output![0]!.type!.tensorType!.shape!.dim!;
     assert.deepEqual(dims.map((d) => d.dimParam || Number(d.dimValue)), ['batch', 8, 5, 4]);
     await assertMatches(map, mapBytes, `4-D output, opset ${opset}`);
   }

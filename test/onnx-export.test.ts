@@ -59,7 +59,7 @@ function decode(bytes: Uint8Array) {
 
 function opCounts(bytes: Uint8Array): Record<string, number> {
   const counts: Record<string, number> = {};
-  for (const n of decode(bytes).graph!.node) counts[n.opType!] = (counts[n.opType!] ?? 0) + 1;
+  for (const n of decode(bytes).graph!.node!) counts[n.opType!] = (counts[n.opType!] ?? 0) + 1;
   return counts;
 }
 
@@ -73,14 +73,14 @@ for (const network of ['r18', 'r50', 'mbf']) {
     assert.ok(scale >= 1);
 
     const m = decode(bytes);
-    const input = m.graph!.input[0]!;
+    const input = m.graph!.input![0]!;
     assert.equal(input.name, 'data');
     assert.deepEqual(
       input.type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue)),
       ['batch', 3, 112, 112],
     );
-    assert.equal(m.graph!.output[0]!.name, 'embedding');
-    assert.deepEqual(m.graph!.output[0]!.type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue)), ['batch', 128]);
+    assert.equal(m.graph!.output![0]!.name, 'embedding');
+    assert.deepEqual(m.graph!.output![0]!.type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue)), ['batch', 128]);
     assert.equal(Number(m.opsetImport[0]!.version), 11);
     const meta = Object.fromEntries(m.metadataProps.map((p) => [p.key, p.value]));
     assert.equal(meta.network, network);
@@ -149,7 +149,7 @@ test('embedded normalisation: raw 0..255 input gives the normalised model output
   randomizeWeights(model, { seed: 4 });
   const bytes = exportOnnx(model, { spec, embedNormalization: true, foldBatchNorm: true });
   const m = decode(bytes);
-  assert.deepEqual(m.graph!.node.slice(0, 2).map((n) => n.opType), ['Sub', 'Mul']);
+  assert.deepEqual(m.graph!.node!.slice(0, 2).map((n) => n.opType), ['Sub', 'Mul']);
   assert.equal(m.metadataProps.find((p) => p.key === 'normalisation')!.value, NORMALISATION_BUILT_IN);
   const raw = tf.tidy(() => tf.randomUniform([4, 48, 48, 3], 0, 256, 'int32', 5).toFloat()) as tf.Tensor4D;
   const normalised = tf.tidy(() => raw.sub(127.5).div(127.5)) as tf.Tensor4D;
