@@ -2,16 +2,22 @@
 import type { CommandModule } from 'yargs';
 import importCommand from './commands/import.ts';
 import exportCommand from './commands/export.ts';
+import trainCommand from './commands/train.ts';
 import packCommand from './commands/pack.ts';
 import packBinCommand from './commands/pack-bin.ts';
 import inspectCommand from './commands/inspect.ts';
 import evalCommand from './commands/eval.ts';
+import embedCommand from './commands/embed.ts';
+import compareCommand from './commands/compare.ts';
 
 export const commands: CommandModule<any, any>[] = [
+  trainCommand,
   importCommand,
   exportCommand,
   packCommand,
   packBinCommand,
   inspectCommand,
   evalCommand,
+  embedCommand,
+  compareCommand,
 ];

@@ -53,8 +53,8 @@ function batchNormTraining(layer: tf.layers.Layer, x: tf.Tensor, updates: BatchN
     // Kept past the gradient tape's tidy; the caller applies and disposes them.
     updates.push({
       layer,
-      mean: tf.keep(tf.stopGradient(mean)) as tf.Tensor1D,
-      variance: tf.keep(tf.stopGradient(tf.mul(variance, n / Math.max(n - 1, 1)))) as tf.Tensor1D,
+      mean: tf.keep(mean) as tf.Tensor1D,
+      variance: tf.keep(tf.mul(variance, n / Math.max(n - 1, 1))) as tf.Tensor1D,
     });
   }
   return y;

@@ -1,0 +1,263 @@
+// The training run, top to bottom like insightface's train_v2.py: config -> data -> backbone -> margin +
+// Partial FC -> optimiser -> schedule -> loop -> callbacks (log, verification, checkpoint).
+import fs from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { ArcfaceError } from '../cli/errors.ts';
+import { createTrainLoader } from '../data/loader.ts';
+import { openTrainingSource } from '../data/open-source.ts';
+import { buildBackbone, resolveSpec, type BackboneSpec } from '../models/factory.ts';
+import { saveModel } from '../models/io.ts';
+import { PartialFC } from '../losses/partial-fc.ts';
+import { formatAccuracyFlip } from '../eval/verification.ts';
+import { evaluateModel, prepareVerificationSet, type PreparedSet } from '../eval/evaluate-bin.ts';
+import type { TrainConfig } from './config.ts';
+import { applyBatchNormUpdates, trainForward, trainableVariables, type BatchNormUpdate } from './forward.ts';
+import { GradientAccumulator, TorchOptimizer } from './optimizers.ts';
+import { PolynomialLRWarmup } from './lr-schedule.ts';
+import { loadCheckpoint, saveCheckpoint, type TrainPosition } from './checkpoint.ts';
+import { initFromPretrained } from './init.ts';
+import { ProgressLog } from './progress.ts';
+
+export interface TrainOptions {
+  /** A run or checkpoint directory to continue from. */
+  resume?: string;
+  /** Print progress on stderr (default: when stderr is a TTY, a live line; otherwise plain log lines). */
+  quiet?: boolean;
+}
+
+export interface TrainResult {
+  output: string;
+  steps: number;
+  samplesPerSecond: number;
+  finalLoss: number;
+  /** Last verification result per set (mean accuracy), if any ran. */
+  verification: Record<string, { accuracy: number; std: number; xnorm: number }>;
+  best: Record<string, number>;
+  modelDir: string;
+}
+
+function resolveValTargets(cfg: TrainConfig): string[] {
+  const recDir = fs.existsSync(cfg.rec) && fs.statSync(cfg.rec).isDirectory() ? cfg.rec : path.dirname(cfg.rec);
+  const out: string[] = [];
+  for (const t of cfg.val_targets) {
+    const explicit = t.endsWith('.bin') || t.includes('/');
+    const file = explicit ? t : path.join(recDir, `${t}.bin`);
+    if (fs.existsSync(file)) out.push(file);
+    else if (explicit) throw new ArcfaceError('verification set not found (val_targets)', file);
+    else process.stderr.write(`arcface: warning: val_targets "${t}": ${file} not found, not evaluated\n`);
+  }
+  return out;
+}
+
+/** Trains a backbone as the config says; returns a summary. Throws ArcfaceError on bad input or divergence. */
+export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
+  const resumed = opts.resume ? await loadCheckpoint(opts.resume) : undefined;
+  if (resumed) cfg = { ...resumed.config, max_steps: cfg.max_steps, output: cfg.output };
+  if (cfg.fp16) process.stderr.write('arcface: note: fp16 is not used by TensorFlow.js training here; training in float32\n');
+
+  // ---- data
+  const source = openTrainingSource(cfg.rec);
+  const numClasses = cfg.num_classes ?? source.numClasses;
+  if (source.numClasses > numClasses) {
+    throw new ArcfaceError(`the data has ${source.numClasses} classes but num_classes is ${numClasses}`, cfg.rec);
+  }
+  const numImage = cfg.num_image ?? source.length;
+  const loader = await createTrainLoader({
+    source,
+    batchSize: cfg.batch_size,
+    seed: cfg.seed,
+    inputSize: cfg.input_size,
+    workers: cfg.num_workers ?? undefined,
+    skipCorrupt: cfg.skip_corrupt,
+  });
+  const valFiles = resolveValTargets(cfg);
+  const valSets: PreparedSet[] = [];
+  for (const f of valFiles) valSets.push(await prepareVerificationSet(f, cfg.input_size));
+
+  // ---- backbone and head
+  const spec: BackboneSpec = resumed?.spec ?? resolveSpec({
+    network: cfg.network,
+    embeddingSize: cfg.embedding_size,
+    inputSize: cfg.input_size,
+    ...(cfg.layers ? { layers: cfg.layers } : {}),
+    ...(cfg.widths ? { widths: cfg.widths } : {}),
+  });
+  const backbone = resumed?.backbone ?? buildBackbone(spec, { seed: cfg.seed, dropout: cfg.dropout });
+  if (!resumed && cfg.init) await initFromPretrained(backbone, cfg.init);
+  const [m1, m2, m3] = cfg.margin_list;
+  const head = new PartialFC({
+    numClasses,
+    embeddingSize: spec.embeddingSize,
+    margin: { s: cfg.scale, m1, m2, m3, interclassFilteringThreshold: cfg.interclass_filtering_threshold, variant: cfg.margin_variant },
+    sampleRate: cfg.sample_rate,
+    seed: cfg.seed,
+  });
+  if (resumed) {
+    if (resumed.head.shape.join() !== [numClasses, spec.embeddingSize].join()) {
+      throw new ArcfaceError(`checkpoint head is [${resumed.head.shape}], the data needs [${numClasses},${spec.embeddingSize}]`, opts.resume);
+    }
+    head.setWeight(resumed.head.data);
+  }
+
+  // ---- optimiser and schedule (per iteration, as the reference)
+  const backboneVars = trainableVariables(backbone);
+  const opt = new TorchOptimizer(
+    [
+      { name: 'backbone', params: backboneVars, lrScale: cfg.backbone_lr_scale, clipNorm: cfg.clip_grad_norm > 0 ? cfg.clip_grad_norm : undefined },
+      { name: 'head', params: [head.weight] },
+    ],
+    { kind: cfg.optimizer, weightDecay: cfg.weight_decay, momentum: 0.9 },
+  );
+  const stepsPerEpoch = Math.floor(numImage / cfg.batch_size);
+  if (stepsPerEpoch < 1) throw new ArcfaceError(`num_image ${numImage} is smaller than one batch of ${cfg.batch_size}`, cfg.rec);
+  const totalSteps = stepsPerEpoch * cfg.num_epoch;
+  const warmupSteps = Math.floor(stepsPerEpoch * cfg.warmup_epoch);
+  const sched = new PolynomialLRWarmup({ baseLr: cfg.lr, warmupSteps, totalSteps });
+  const lastStep = Math.min(totalSteps, cfg.max_steps ?? totalSteps);
+
+  const pos: TrainPosition = resumed?.position ?? { step: 0, epoch: 0, batch: 0, headRng: head.rngState, best: {}, bestMean: -1 };
+  if (resumed) {
+    opt.setState(resumed.optimizer);
+    sched.restore(pos.step);
+    head.rngState = pos.headRng;
+  }
+
+  fs.mkdirSync(cfg.output, { recursive: true });
+  fs.writeFileSync(path.join(cfg.output, 'config.json'), `${JSON.stringify(cfg, null, 2)}\n`);
+  const log = new ProgressLog(path.join(cfg.output, 'train.jsonl'), { quiet: opts.quiet, total: lastStep, stepsPerEpoch, batchSize: cfg.batch_size });
+  log.event({ type: 'start', step: pos.step, totalSteps, lastStep, stepsPerEpoch, numClasses, numImage, backend: tf.getBackend(), spec, resumedFrom: opts.resume ?? null });
+
+  const checkpointDir = path.join(cfg.output, 'checkpoint');
+  let lastCheckpoint: string | null = resumed ? opts.resume! : null;
+  const accumulator = cfg.gradient_acc > 1 ? new GradientAccumulator(cfg.gradient_acc) : null;
+  const verification: TrainResult['verification'] = {};
+  const bnUpdates: BatchNormUpdate[] = [];
+  const x = { shape: [cfg.batch_size, cfg.input_size, cfg.input_size, 3] as [number, number, number, number] };
+  let lossSum = 0;
+  let lossCount = 0;
+  let finalLoss = NaN;
+  const startTime = performance.now();
+  const startStep = pos.step;
+
+  let savedAt = resumed ? pos.step : -1;
+  let verifiedAt = -1;
+  const checkpoint = async () => {
+    // Only between optimiser steps: accumulated gradients are not part of a checkpoint.
+    if (savedAt === pos.step || (accumulator && pos.step % cfg.gradient_acc !== 0)) return;
+    savedAt = pos.step;
+    pos.headRng = head.rngState;
+    await saveCheckpoint(checkpointDir, {
+      backbone,
+      spec,
+      head: { shape: [numClasses, spec.embeddingSize], data: head.weight.dataSync() as Float32Array },
+      optimizer: opt.getState(),
+      position: { ...pos, best: { ...pos.best } },
+      config: cfg,
+    });
+    lastCheckpoint = checkpointDir;
+    log.event({ type: 'checkpoint', step: pos.step, dir: checkpointDir });
+  };
+
+  const verify = async () => {
+    if (!valSets.length || verifiedAt === pos.step) return;
+    verifiedAt = pos.step;
+    let sum = 0;
+    for (const set of valSets) {
+      const r = await evaluateModel(backbone, set, { batchSize: cfg.val_batch_size });
+      pos.best[r.name] = Math.max(pos.best[r.name] ?? 0, r.accuracyMean);
+      verification[r.name] = { accuracy: r.accuracyMean, std: r.accuracyStd, xnorm: r.xnorm };
+      sum += r.accuracyMean;
+      log.line(`[${r.name}][${pos.step}]XNorm: ${r.xnorm.toFixed(6)}`);
+      log.line(formatAccuracyFlip(r.name, pos.step, r));
+      log.line(`[${r.name}][${pos.step}]Accuracy-Highest: ${pos.best[r.name]!.toFixed(5)}`);
+      log.event({ type: 'verification', step: pos.step, set: r.name, accuracy: r.accuracyMean, std: r.accuracyStd, xnorm: r.xnorm, highest: pos.best[r.name] });
+    }
+    const mean = sum / valSets.length;
+    if (mean > pos.bestMean) {
+      pos.bestMean = mean;
+      await saveModel(backbone, path.join(cfg.output, 'best', 'backbone'), spec);
+      log.event({ type: 'best', step: pos.step, meanAccuracy: mean });
+    }
+  };
+
+  try {
+    for (let epoch = pos.epoch; epoch < cfg.num_epoch && pos.step < lastStep; epoch++) {
+      for await (const batch of loader.batches(epoch, { startBatch: epoch === pos.epoch ? pos.batch : 0 })) {
+        const images = tf.tensor4d(batch.images, [batch.size, ...x.shape.slice(1)] as [number, number, number, number]);
+        const { value, grads } = tf.variableGrads(() => head.loss(trainForward(backbone, images, bnUpdates, { freezeBatchNorm: cfg.freeze_bn }) as tf.Tensor2D, batch.labels), [
+          ...backboneVars,
+          head.weight,
+        ]);
+        images.dispose();
+        // The one per-step read: the logged loss, which also catches divergence before any update.
+        const loss = value.dataSync()[0]!;
+        value.dispose();
+        if (!Number.isFinite(loss)) {
+          tf.dispose(Object.values(grads));
+          for (const u of bnUpdates) tf.dispose([u.mean, u.variance]);
+          bnUpdates.length = 0;
+          throw new ArcfaceError(
+            `loss is ${loss} at step ${pos.step + 1} (epoch ${epoch}, batch ${batch.index}); stopped. ` +
+              `Last good checkpoint: ${lastCheckpoint ?? 'none yet'}; nothing was overwritten. Lower lr or check the data.`,
+          );
+        }
+        applyBatchNormUpdates(bnUpdates);
+        pos.step++;
+        if (accumulator) {
+          if (accumulator.add(grads)) {
+            const summed = accumulator.take();
+            opt.step(summed, sched.lr);
+            tf.dispose(Object.values(summed));
+          }
+        } else {
+          opt.step(grads, sched.lr);
+        }
+        tf.dispose(Object.values(grads));
+        sched.step();
+        pos.epoch = epoch;
+        pos.batch = batch.index + 1;
+        if (pos.batch >= loader.batchesPerEpoch) {
+          pos.epoch = epoch + 1;
+          pos.batch = 0;
+        }
+        lossSum += loss;
+        lossCount++;
+        finalLoss = loss;
+        log.progress({ step: pos.step, epoch, loss, lr: sched.lr });
+        if (pos.step % cfg.frequent === 0) {
+          log.event({ type: 'train', step: pos.step, epoch, loss: lossSum / lossCount, lr: sched.lr, numTensors: tf.memory().numTensors, ...log.speed() });
+          lossSum = 0;
+          lossCount = 0;
+        }
+        if (pos.step % cfg.verbose === 0) await verify();
+        if (pos.step % cfg.save_every === 0) await checkpoint();
+        if (pos.step >= lastStep) break;
+      }
+      if (pos.batch === 0) await checkpoint(); // epoch end
+    }
+    await verify(); // the final model's figures (the reference only verifies every `verbose` steps)
+    await checkpoint();
+    const modelDir = path.join(cfg.output, 'model');
+    await saveModel(backbone, modelDir, spec);
+    const seconds = (performance.now() - startTime) / 1000;
+    const result: TrainResult = {
+      output: cfg.output,
+      steps: pos.step,
+      samplesPerSecond: ((pos.step - startStep) * cfg.batch_size) / seconds,
+      finalLoss,
+      verification,
+      best: pos.best,
+      modelDir,
+    };
+    log.event({ type: 'end', ...result });
+    return result;
+  } finally {
+    log.close();
+    await loader.close();
+    accumulator?.dispose();
+    opt.dispose();
+    head.dispose();
+    backbone.dispose();
+  }
+}
