@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import sharp from 'sharp';
 import { decodeImage, ImageDecodeError, encodeJpeg } from '../src/data/decode.ts';
 import { decodeJpeg, jpegSize, JpegDecodeError } from '../src/data/jpeg.ts';
-import { NORMALISE, writeNormalised } from '../src/data/normalise.ts';
+import { NORMALISE, usingSimd, writeNormalised, writeNormalisedJs } from '../src/data/normalise.ts';
 import { readBin } from '../src/data/bin-set.ts';
 import { sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
 
@@ -83,4 +83,18 @@ test('writeNormalised: NHWC at an offset, mirrored along the width when flipped'
     }
   }
   assert.throws(() => writeNormalised(rgb, w, h, out, out.length - 3, false), RangeError);
+});
+
+test('the WebAssembly SIMD path equals the JS table path, tails and odd widths included', () => {
+  assert.equal(usingSimd, true); // Node >= 16 has WebAssembly SIMD
+  for (const [w, h] of [[112, 112], [5, 3], [7, 1], [33, 17]]) {
+    const rgb = new Uint8Array(w * h * 3).map((_, i) => (i * 113 + 7) & 255);
+    for (const flip of [false, true]) {
+      const a = new Float32Array(w * h * 3 + 4);
+      const b = new Float32Array(w * h * 3 + 4);
+      writeNormalised(rgb, w, h, a, 4, flip);
+      writeNormalisedJs(rgb, w, h, b, 4, flip);
+      assert.deepEqual(a, b, `${w}x${h} flip=${flip}`);
+    }
+  }
 });

@@ -184,3 +184,21 @@ test('image folders and in-memory images feed the same loader; other sizes are r
   assert.deepEqual([...mb.labels], [4]);
   assert.deepEqual([...mb.images], [...b.images.subarray(0, 8 * 8 * 3)]);
 });
+
+test('released batch buffers are reused and the batches stay correct', { skip: skipUnlessFixture(FIX) }, async () => {
+  const src = RecordIOSource.open(sharedFixture(FIX)!);
+  const ref = await createTrainLoader({ source: src, batchSize: 8, seed: 11, workers: 0 });
+  const want = (await collect(ref.batches(2))).map((b) => Buffer.from(b.images.buffer));
+  const l = await createTrainLoader({ source: src, batchSize: 8, seed: 11, workers: 0, prefetch: 2 });
+  const buffers = new Set<ArrayBufferLike>();
+  let i = 0;
+  for await (const b of l.batches(2)) {
+    assert.ok(Buffer.from(b.images.buffer).equals(want[i++]), `batch ${b.index}`);
+    buffers.add(b.images.buffer);
+    b.release();
+    b.release(); // idempotent
+  }
+  assert.equal(i, 9);
+  assert.ok(buffers.size <= 4, `${buffers.size} distinct buffers for 9 batches`);
+  src.close();
+});

@@ -19,10 +19,11 @@ export function loaderDataset(loader: DataLoader, opts: { epoch?: number; startB
   return tf.data.generator(async function* () {
     for (let e = first; e < first + epochs; e++) {
       for await (const b of loader.batches(e, { startBatch: e === first ? opts.startBatch : 0 })) {
-        yield {
-          images: tf.tensor4d(b.images, [b.size, s, s, 3], 'float32'),
-          labels: tf.tensor1d(b.labels, 'int32'),
-        } as TensorBatch;
+        const t = { images: tf.tensor4d(b.images, [b.size, s, s, 3], 'float32'), labels: tf.tensor1d(b.labels, 'int32') };
+        // The wasm (and tfjs-node) backends copy the values into their own memory; the cpu backend keeps
+        // a reference, so only there must the buffers not be reused.
+        if (tf.getBackend() !== 'cpu') b.release();
+        yield t as TensorBatch;
       }
     }
   } as unknown as () => Iterator<TensorBatch>);
