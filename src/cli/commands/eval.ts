@@ -6,6 +6,7 @@ import path from 'node:path';
 import { initBackend } from '../../backend/select.ts';
 import { loadBackbone } from '../../convert/load-backbone.ts';
 import { temporaryName } from '../../data/atomic.ts';
+import { readBin } from '../../data/bin-set.ts';
 import { evaluateModel, modelInputSize, prepareVerificationSet, type SetEvaluation } from '../../eval/evaluate-bin.ts';
 import { writeRocPng } from '../../eval/roc-image.ts';
 import { evalJson, formatEvalTable } from '../../eval/table.ts';
@@ -43,8 +44,11 @@ const command: CommandModule<object, Args> = {
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new ArcfaceError(`--batch-size must be a positive integer, got ${argv['batch-size']}`);
     const bins = argv.bin.map(String);
     if (!bins.length) throw new ArcfaceError('--bin needs at least one .bin file');
-    // Check every file before the slow work, so a typo in the third name fails at once.
-    for (const b of bins) if (!fs.existsSync(b)) throw new ArcfaceError('no such file', b);
+    // Check every file's structure before the slow work, so a bad third file fails at once.
+    for (const b of bins) {
+      if (!fs.existsSync(b)) throw new ArcfaceError('no such file', b);
+      readBin(b);
+    }
     const rocPath = argv.roc ?? defaultRocPath(argv.model);
     if (!fs.existsSync(path.dirname(path.resolve(rocPath)))) throw new ArcfaceError('cannot write the ROC image: no such directory', rocPath);
     await initBackend(argv.backend);
