@@ -11,6 +11,7 @@ import * as ort from 'onnxruntime-node';
 import { initBackend } from '../src/backend/select.ts';
 import { exportOnnx } from '../src/convert/onnx/export.ts';
 import { irVersionFor } from '../src/convert/onnx/export-builder.ts';
+import { importOnnx } from '../src/convert/onnx/importer.ts';
 import { onnx } from '../src/convert/onnx/reader.ts';
 import { GroupedConv2D } from '../src/models/grouped-conv.ts';
 import { buildBackbone, resolveSpec } from '../src/models/factory.ts';
@@ -113,6 +114,29 @@ test('custom backbones: other widths, input and embedding sizes, mbf_large', asy
     const model = buildBackbone(spec, { seed: 2 });
     randomizeWeights(model, { seed: 3 });
     await assertMatches(model, exportOnnx(model, { spec, opset: 13, foldBatchNorm: true }), spec.network);
+    model.dispose();
+  }
+});
+
+test('round trip tfjs -> ONNX -> tfjs (the project importer) keeps the output and the metadata', async () => {
+  for (const [network, opts] of [
+    ['r18', { opset: 9 }],
+    ['mbf', { opset: 17, foldBatchNorm: true, embedNormalization: true }],
+  ] as const) {
+    const spec = resolveSpec({ network, inputSize: 32, embeddingSize: 32 });
+    const model = buildBackbone(spec, { seed: 4 });
+    randomizeWeights(model, { seed: 5 });
+    const back = await importOnnx(exportOnnx(model, { spec, ...opts }), { name: `${network}.onnx` });
+    assert.equal(back.customLayerCount, 0);
+    assert.equal(back.normalisationBuiltIn, 'embedNormalization' in opts);
+    assert.equal(back.metadata.network, network);
+    const x = randomInput(model, 3, 6);
+    const raw = tf.tidy(() => ('embedNormalization' in opts ? x.mul(127.5).add(127.5) : x.clone()) as tf.Tensor4D);
+    const want = tfForward(model, x);
+    assert.ok(maxAbs(want) >= 1);
+    assertFixtureClose(tfForward(back.model, raw), want, `${network} round trip`);
+    tf.dispose([x, raw]);
+    back.model.dispose();
     model.dispose();
   }
 });

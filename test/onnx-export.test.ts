@@ -105,6 +105,12 @@ for (const name of ['iresnet_tiny', 'mbf']) {
     const out = await session.run({ data: new ort.Tensor('float32', inp.data as Float32Array, inp.shape) });
     assertFixtureClose(out.embedding!.data as Float32Array, want.data as Float32Array, `${name} vs torch output.npy`);
     await session.release();
+    // Folded, the graph has torch.onnx.export's layer ops (torch spells mbf's flatten as a Reshape subgraph).
+    const folded = exportOnnx(model, { spec, foldBatchNorm: true });
+    const torchOps = opCounts(fs.readFileSync(path.join(dir, 'backbone.onnx')));
+    const ours = opCounts(folded);
+    for (const op of ['Conv', 'BatchNormalization', 'PRelu', 'Add', 'Gemm', 'MatMul']) assert.equal(ours[op], torchOps[op], `${name}: ${op} nodes`);
+    await assertExportMatches(model, folded, `${name} folded`);
     model.dispose();
   });
 }
