@@ -9,7 +9,7 @@ import path from 'node:path';
 import { packRecord, unpackRecord } from '../src/data/irheader.ts';
 import { PackWriter } from '../src/data/pack-writer.ts';
 import { RecordIOSource } from '../src/data/rec-source.ts';
-import { readIdx, RecordIOReader, RecordIOWriter, scanRecordOffsets, writeIdx } from '../src/data/recordio.ts';
+import { iterateRecords, readIdx, RecordIOReader, RecordIOWriter, scanRecordOffsets, writeIdx } from '../src/data/recordio.ts';
 import { sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'arcface-rec-'));
@@ -228,6 +228,27 @@ test('bad input: malformed .idx line and a .rec that is not RecordIO', () => {
   fs.writeFileSync(path.join(d, 'train.rec'), 'hello, this is not a record file');
   fs.writeFileSync(path.join(d, 'train.idx'), '0\t0\nnot a line\n');
   assert.throws(() => RecordIOSource.open(d), (e: Error) => /train\.idx/.test(e.message) && /line 2/.test(e.message));
+  fs.writeFileSync(path.join(d, 'train.idx'), '0\t0\n3\t0\n3\t0\n');
+  assert.throws(() => RecordIOSource.open(d), (e: Error) => /train\.idx: key 3 appears twice/.test(e.message));
   fs.writeFileSync(path.join(d, 'train.idx'), '0\t0\n');
   assert.throws(() => RecordIOSource.open(d), (e: Error) => /train\.rec/.test(e.message) && /wrong magic/.test(e.message) && /byte offset 0/.test(e.message));
+});
+
+test('sparse keys (no dense table), sequential streaming without .idx', () => {
+  const d = path.join(tmp, 'sparse');
+  fs.mkdirSync(d);
+  const w = new RecordIOWriter(path.join(d, 'train.rec'));
+  const keys = [1_000_000_007, 5, 7];
+  const entries = keys.map((key, i) => ({ key, offset: w.write(packRecord({ label: i, id: key }, new Uint8Array([i, i, i]))) }));
+  w.close();
+  writeIdx(path.join(d, 'train.idx'), entries);
+  const src = RecordIOSource.open(d);
+  assert.equal(src.layout, 'plain');
+  assert.deepEqual([...src.keys], [5, 7, 1_000_000_007]);
+  assert.deepEqual([0, 1, 2].map((i) => src.label(i)), [1, 2, 0]);
+  assert.equal(src.numClasses, 3); // no property file: max label + 1
+  src.close();
+  const streamed = [...iterateRecords(path.join(d, 'train.rec'))].map((r) => unpackRecord(r.payload, 'r'));
+  assert.deepEqual(streamed.map((r) => r.id), keys);
+  assert.deepEqual(streamed.map((r) => [...r.image]), [[0, 0, 0], [1, 1, 1], [2, 2, 2]]);
 });

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ArcfaceError } from '../cli/errors.ts';
 import { classOf, IRHEADER_SIZE, unpackRecord } from './irheader.ts';
-import { idxPathFor, readIdx, RecordIOReader, scanRecordOffsets } from './recordio.ts';
+import { idxPathFor, readIdxTable, RecordIOReader, scanRecordOffsets, type IdxTable } from './recordio.ts';
 import { shareFloat64, type ImageSource, type SourceItem, type SourceSpec } from './source.ts';
 
 export type RecLayout = 'insightface' | 'plain' | 'no-idx';
@@ -26,6 +26,57 @@ export function readProperty(file: string): PackProperty {
     throw new ArcfaceError(`expected one line "num_classes,height,width" (e.g. 12,112,112), got ${JSON.stringify(text.slice(0, 60))}`, file);
   }
   return { numClasses: parts[0], height: parts[1], width: parts[2] };
+}
+
+/** key -> offset: a dense table when keys are small non-negative integers (the usual 0..N), else a Map. */
+class KeyLookup {
+  private dense: Float64Array | null = null;
+  private map: Map<number, number> | null = null;
+
+  constructor(t: IdxTable, file: string) {
+    let max = -1;
+    let denseOk = true;
+    for (const k of t.keys) {
+      if (k < 0 || !Number.isInteger(k)) denseOk = false;
+      else if (k > max) max = k;
+    }
+    const dup = (k: number): never => {
+      throw new ArcfaceError(`key ${k} appears twice`, file);
+    };
+    if (denseOk && max < 4 * t.keys.length + 1024) {
+      this.dense = new Float64Array(max + 1).fill(-1);
+      for (let i = 0; i < t.keys.length; i++) {
+        if (this.dense[t.keys[i]] >= 0) dup(t.keys[i]);
+        this.dense[t.keys[i]] = t.offsets[i];
+      }
+    } else {
+      this.map = new Map();
+      for (let i = 0; i < t.keys.length; i++) {
+        if (this.map.has(t.keys[i])) dup(t.keys[i]);
+        this.map.set(t.keys[i], t.offsets[i]);
+      }
+    }
+  }
+
+  get(k: number): number | undefined {
+    if (this.dense) {
+      const o = k >= 0 && k < this.dense.length ? this.dense[k] : -1;
+      return o >= 0 ? o : undefined;
+    }
+    return this.map!.get(k);
+  }
+
+  /** Every key, ascending. */
+  sortedKeys(): Float64Array {
+    if (this.map) return Float64Array.from(this.map.keys()).sort();
+    const d = this.dense!;
+    let n = 0;
+    for (let k = 0; k < d.length; k++) if (d[k] >= 0) n++;
+    const out = new Float64Array(n);
+    n = 0;
+    for (let k = 0; k < d.length; k++) if (d[k] >= 0) out[n++] = k;
+    return out;
+  }
 }
 
 export interface RecordIOSourceOptions {
@@ -74,26 +125,22 @@ export class RecordIOSource implements ImageSource {
     }
     this.property = fs.existsSync(propFile) ? readProperty(propFile) : null;
     const idxFile = idxPathFor(rec);
-    let keys: number[];
-    let offsets: number[];
-    let byKey: Map<number, number>;
-    let hasIdx = !opts.noIdx && fs.existsSync(idxFile);
+    let table: IdxTable;
+    const hasIdx = !opts.noIdx && fs.existsSync(idxFile);
     if (hasIdx) {
-      const entries = readIdx(idxFile);
-      for (const e of entries) {
-        if (e.offset >= this.reader.size) {
-          throw new ArcfaceError(`key ${e.key}: offset ${e.offset} is past the end of ${path.basename(rec)} (${this.reader.size} bytes); the .idx does not belong to this .rec or the .rec is truncated`, idxFile);
+      table = readIdxTable(idxFile);
+      for (let i = 0; i < table.keys.length; i++) {
+        if (table.offsets[i] >= this.reader.size) {
+          throw new ArcfaceError(`key ${table.keys[i]}: offset ${table.offsets[i]} is past the end of ${path.basename(rec)} (${this.reader.size} bytes); the .idx does not belong to this .rec or the .rec is truncated`, idxFile);
         }
       }
-      byKey = new Map(entries.map((e) => [e.key, e.offset]));
-      entries.sort((x, y) => x.key - y.key);
-      keys = entries.map((e) => e.key);
-      offsets = entries.map((e) => e.offset);
     } else {
-      offsets = scanRecordOffsets(rec);
-      keys = offsets.map((_, i) => i);
-      byKey = new Map(keys.map((k, i) => [k, offsets[i]]));
+      const offs = scanRecordOffsets(rec);
+      table = { keys: Float64Array.from(offs, (_, i) => i), offsets: Float64Array.from(offs) };
     }
+    const byKey = new KeyLookup(table, hasIdx ? idxFile : rec);
+    let keys: ArrayLike<number> = byKey.sortedKeys();
+    let offsets: ArrayLike<number> = Float64Array.from(keys as Float64Array, (k) => byKey.get(k)!);
     // Meta record: key 0 with an array label and nothing after the labels.
     const off0 = byKey.get(0);
     let layout: RecLayout = hasIdx ? 'plain' : 'no-idx';
@@ -104,13 +151,13 @@ export class RecordIOSource implements ImageSource {
         const a = Math.round(lab[0]);
         const b = r0.flag > 1 ? Math.round(lab[1]) : a;
         if (!(a >= 1)) throw new ArcfaceError(`key 0: meta record label [${Array.from(lab).join(', ')}] does not give a first identity key >= 1`, rec);
-        const imgKeys: number[] = [];
-        const imgOffsets: number[] = [];
+        const imgKeys = new Float64Array(a - 1);
+        const imgOffsets = new Float64Array(a - 1);
         for (let k = 1; k < a; k++) {
           const o = byKey.get(k);
           if (o === undefined) throw new ArcfaceError(`the meta record says images are keys 1..${a - 1}, but key ${k} is missing${hasIdx ? ` from ${path.basename(idxFile)}` : ''}`, rec);
-          imgKeys.push(k);
-          imgOffsets.push(o);
+          imgKeys[k - 1] = k;
+          imgOffsets[k - 1] = o;
         }
         keys = imgKeys;
         offsets = imgOffsets;
