@@ -268,11 +268,12 @@ export function readIdxTable(file: string): IdxTable {
   let n = 0;
   let line = 0;
   let i = 0;
-  const bad = (why: string): never => {
-    const start = buf.lastIndexOf(10, Math.max(0, i - 1)) + 1;
+  // Takes position and line as arguments: a closure over the loop variables would slow the loop down.
+  const bad = (why: string, at: number, ln: number): never => {
+    const start = buf.lastIndexOf(10, Math.max(0, at - 1)) + 1;
     const end = buf.indexOf(10, start);
     const text = Buffer.from(buf.subarray(start, end < 0 ? buf.length : end)).toString('utf8').slice(0, 60);
-    throw new ArcfaceError(`line ${line}: ${why}, got ${JSON.stringify(text)}`, file);
+    throw new ArcfaceError(`line ${ln}: ${why}, got ${JSON.stringify(text)}`, file);
   };
   while (i < buf.length) {
     line++;
@@ -282,7 +283,7 @@ export function readIdxTable(file: string): IdxTable {
       continue; // empty line
     }
     if (i >= buf.length) break;
-    const numbers: number[] = [];
+    let key = 0;
     for (let f = 0; f < 2; f++) {
       while (i < buf.length && (buf[i] === 9 || buf[i] === 32)) i++;
       let neg = false;
@@ -296,14 +297,14 @@ export function readIdxTable(file: string): IdxTable {
         v = v * 10 + (buf[i++] - 48);
         digits++;
       }
-      if (!digits || digits > 15) bad('expected "key<TAB>offset"');
-      numbers.push(neg ? -v : v);
+      if (!digits || digits > 15) bad('expected "key<TAB>offset"', i, line);
+      if (f === 0) key = neg ? -v : v;
+      else offsets[n] = v;
     }
     while (i < buf.length && (buf[i] === 32 || buf[i] === 9 || buf[i] === 13)) i++;
-    if (i < buf.length && buf[i] !== 10) bad('expected "key<TAB>offset"');
+    if (i < buf.length && buf[i] !== 10) bad('expected "key<TAB>offset"', i, line);
     i++;
-    keys[n] = numbers[0];
-    offsets[n] = numbers[1];
+    keys[n] = key;
     n++;
   }
   return { keys: keys.subarray(0, n), offsets: offsets.subarray(0, n) };
