@@ -38,24 +38,58 @@ function bnWeights(layer: tf.layers.Layer): BnWeights {
   };
 }
 
+/**
+ * y = gamma * (x - mean) / sqrt(var + eps) + beta over all axes but the last, with the closed-form
+ * backward (dx = gamma * rstd / n * (n dy - sum dy - xhat sum(dy xhat))). tfjs's generic BatchNorm
+ * gradient tiles every per-channel term to the full tensor; this one only broadcasts.
+ */
+function batchNormWithStats(x: tf.Tensor, gamma: tf.Tensor1D, beta: tf.Tensor1D, epsilon: number): { y: tf.Tensor; mean: tf.Tensor1D; variance: tf.Tensor1D } {
+  const c = x.shape[x.shape.length - 1]!;
+  const n = x.size / c;
+  let mean!: tf.Tensor1D;
+  let variance!: tf.Tensor1D;
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xIn, g, b, save] = args as [tf.Tensor, tf.Tensor1D, tf.Tensor1D, tf.GradSaveFunc];
+    const x2 = xIn.reshape([n, c]);
+    const m = tf.moments(x2, 0);
+    mean = tf.keep(m.mean as tf.Tensor1D);
+    variance = tf.keep(m.variance as tf.Tensor1D);
+    const rstd = tf.rsqrt(tf.add(m.variance, epsilon));
+    const xhat = tf.mul(tf.sub(x2, m.mean), rstd);
+    save([xhat, rstd, g]);
+    const value = tf.add(tf.mul(xhat, g), b).reshape(xIn.shape);
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xh, r, gm] = saved as [tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
+        const dy2 = dy.reshape([n, c]);
+        const dbeta = tf.sum(dy2, 0);
+        const dgamma = tf.sum(tf.mul(dy2, xh), 0);
+        const scale = tf.div(tf.mul(gm, r), n);
+        const dx = tf.mul(scale, tf.sub(tf.sub(tf.mul(dy2, n), dbeta), tf.mul(xh, dgamma)));
+        return [dx.reshape(xIn.shape), dgamma, dbeta];
+      },
+    };
+  });
+  const y = f(x, gamma, beta) as tf.Tensor;
+  return { y, mean, variance };
+}
+
 function batchNormTraining(layer: tf.layers.Layer, x: tf.Tensor, updates: BatchNormUpdate[] | null, frozen: boolean): tf.Tensor {
   const w = bnWeights(layer);
-  // tf.batchNorm cannot record a gradient without a scale: a constant 1 stands in for the frozen gamma.
+  // A frozen gamma (IResNet's final BatchNorm1d) is a constant 1: no variable, no gradient.
   const c = x.shape[x.shape.length - 1]!;
-  const gamma = w.gamma ? w.gamma.read() : tf.ones([c]);
-  const beta = w.beta ? w.beta.read() : tf.zeros([c]);
+  const gamma = (w.gamma ? w.gamma.read() : tf.ones([c])) as tf.Tensor1D;
+  const beta = (w.beta ? w.beta.read() : tf.zeros([c])) as tf.Tensor1D;
   if (frozen) return tf.batchNorm(x, w.movingMean.read(), w.movingVariance.read(), beta, gamma, w.epsilon);
-  const axes = x.shape.map((_, i) => i).slice(0, -1);
-  const { mean, variance } = tf.moments(x, axes);
-  const y = tf.batchNorm(x, mean, variance, beta, gamma, w.epsilon);
+  const { y, mean, variance } = batchNormWithStats(x, gamma, beta, w.epsilon);
+  const n = x.size / c;
   if (updates) {
-    const n = x.size / x.shape[x.shape.length - 1]!;
     // Kept past the gradient tape's tidy; the caller applies and disposes them.
-    updates.push({
-      layer,
-      mean: tf.keep(mean) as tf.Tensor1D,
-      variance: tf.keep(tf.mul(variance, n / Math.max(n - 1, 1))) as tf.Tensor1D,
-    });
+    updates.push({ layer, mean, variance: tf.keep(tf.mul(variance, n / Math.max(n - 1, 1))) as tf.Tensor1D });
+    variance.dispose();
+  } else {
+    tf.dispose([mean, variance]);
   }
   return y;
 }
