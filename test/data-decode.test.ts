@@ -9,7 +9,11 @@ import { decodeImage, ImageDecodeError, encodeJpeg } from '../src/data/decode.ts
 import { decodeJpeg, jpegSize, JpegDecodeError } from '../src/data/jpeg.ts';
 import { NORMALISE, usingSimd, writeNormalised, writeNormalisedJs } from '../src/data/normalise.ts';
 import { readBin } from '../src/data/bin-set.ts';
-import { sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
+import path from 'node:path';
+import { readNpy } from '../src/formats/npy.ts';
+import { createEvalLoader } from '../src/data/loader.ts';
+import { RecordIOSource } from '../src/data/rec-source.ts';
+import { REPO_ROOT, sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
 
 const require = createRequire(import.meta.url);
 const cwasm = require('@cwasm/jpeg-turbo') as { decode(b: Uint8Array): { data: Uint8ClampedArray; width: number; height: number } };
@@ -97,4 +101,28 @@ test('the WebAssembly SIMD path equals the JS table path, tails and odd widths i
       assert.deepEqual(a, b, `${w}x${h} flip=${flip}`);
     }
   }
+});
+
+test('pixels equal what Pillow decodes (the PyTorch pipeline), and the loader output equals torch float32 math on them', { skip: skipUnlessFixture('rec_insightface') }, async () => {
+  const ref = readNpy(path.join(REPO_ROOT, 'test/fixtures/data/pil_rgb_rec_insightface_keys1-3.npy'));
+  assert.deepEqual(ref.shape, [3, 112, 112, 3]);
+  const src = RecordIOSource.open(sharedFixture('rec_insightface')!);
+  const loader = await createEvalLoader({ source: src, batchSize: 3, workers: 0 });
+  const [batch] = await (async () => {
+    const out = [];
+    for await (const b of loader.batches(0)) {
+      out.push(b);
+      break;
+    }
+    return out;
+  })();
+  const f = new Float32Array(1);
+  for (let i = 0; i < ref.data.length; i++) {
+    const pil = ref.data[i] as number;
+    if (decodeJpeg(src.bytes(Math.floor(i / (112 * 112 * 3)))).data[i % (112 * 112 * 3)] !== pil) assert.fail(`pixel value ${i} differs from Pillow`);
+    f[0] = pil / 255; // torch: uint8 -> float32, /255, -0.5, /0.5
+    f[0] = (f[0] - 0.5) / 0.5;
+    if (batch.images[i] !== f[0]) assert.fail(`normalised value ${i}: ${batch.images[i]} != ${f[0]}`);
+  }
+  src.close();
 });
