@@ -170,13 +170,18 @@ test('image folders and in-memory images feed the same loader; other sizes are r
     }
   }
   fs.writeFileSync(path.join(root, 'alice', 'notes.txt'), 'not an image');
+  // A JPEG of another size: the fast decoder, then the resize.
+  await sharp(new Uint8Array(30 * 30 * 3).fill(220), { raw: { width: 30, height: 30, channels: 3 } }).jpeg().toFile(path.join(root, 'bob', 'z.jpg'));
   const folder = new ImageFolderSource(root);
   assert.deepEqual(folder.classes, ['alice', 'bob']);
   assert.deepEqual(folder.ignored, [path.join(root, 'alice', 'notes.txt')]);
-  const l = await createEvalLoader({ source: folder, batchSize: 5, inputSize: 8, workers: 0 });
+  const l = await createEvalLoader({ source: folder, batchSize: 6, inputSize: 8, workers: 0 });
   const [b] = await collect(l.batches(0));
-  assert.deepEqual([...b.labels], [0, 0, 0, 1, 1]);
-  assert.equal(b.images.length, 5 * 8 * 8 * 3);
+  assert.deepEqual([...b.labels], [0, 0, 0, 1, 1, 1]);
+  assert.equal(b.images.length, 6 * 8 * 8 * 3);
+  const bobPng = b.images.subarray(3 * 192, 4 * 192);
+  const bobJpeg = b.images.subarray(5 * 192, 6 * 192);
+  for (let k = 0; k < 192; k++) assert.ok(Math.abs(bobJpeg[k] - bobPng[k]) <= 2 / 127.5, `resized JPEG value ${k}`);
   assert.equal(b.images[0], Math.fround((Math.fround(30 / 255) - 0.5) / 0.5)); // flat colour survives the resize
   const mem = new MemorySource('mem', [fs.readFileSync(folder.files[0])], [4]);
   const ml = await createEvalLoader({ source: mem, batchSize: 1, inputSize: 8, workers: 0 });

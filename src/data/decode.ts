@@ -14,10 +14,10 @@ export class ImageDecodeError extends Error {
 }
 
 /**
- * Synchronous fast path: a JPEG already `size`x`size` (or any size when `size` is undefined).
- * Returns null when the slow path is needed (not a JPEG, wrong size, or libjpeg-turbo refused it).
+ * Synchronous fast path: a JPEG that libjpeg-turbo decodes. Returns null when the slow path (sharp) is
+ * needed: not a JPEG, or libjpeg-turbo refused it (CMYK, warnings, damage).
  */
-export function decodeFast(bytes: Uint8Array, size: number | undefined, into?: Uint8Array): RgbImage | null {
+export function decodeFast(bytes: Uint8Array, into?: Uint8Array): RgbImage | null {
   if (!isJpeg(bytes)) return null;
   let img: RgbImage;
   try {
@@ -26,7 +26,6 @@ export function decodeFast(bytes: Uint8Array, size: number | undefined, into?: U
     if (e instanceof JpegDecodeError) return null;
     throw e;
   }
-  if (size !== undefined && (img.width !== size || img.height !== size)) return null;
   return img;
 }
 
@@ -35,7 +34,7 @@ export function decodeFast(bytes: Uint8Array, size: number | undefined, into?: U
  * square (bicubic), which for a square image is a plain resize (insightface's `resize_short`).
  */
 export async function decodeImage(bytes: Uint8Array, where: string, size?: number): Promise<RgbImage> {
-  const fast = decodeFast(bytes, undefined);
+  const fast = decodeFast(bytes);
   let img: RgbImage;
   if (fast) {
     img = fast;

@@ -1,7 +1,7 @@
 // Reads, decodes, flips and normalises a run of batch slots into shared NHWC float32 memory. The same code
 // runs in each worker thread and, with `workers: 0`, in the calling thread.
 import { ArcfaceError } from '../cli/errors.ts';
-import { decodeFast, decodeImage, ImageDecodeError } from './decode.ts';
+import { decodeFast, decodeImage, ImageDecodeError, resizeRgb } from './decode.ts';
 import { writeNormalised } from './normalise.ts';
 import type { ImageSource } from './source.ts';
 
@@ -47,7 +47,9 @@ export async function fillSlots(
     for (let attempt = 0; ; attempt++) {
       const { label, bytes } = source.item(index);
       try {
-        const img = decodeFast(bytes, size, scratch) ?? (await decodeImage(bytes, source.describe(index), size));
+        let img = decodeFast(bytes, scratch);
+        if (!img) img = await decodeImage(bytes, source.describe(index), size);
+        else if (img.width !== size || img.height !== size) img = await resizeRgb(img, size, source.describe(index));
         writeNormalised(img.data, size, size, images, slot * per, task.flips[j] === 1);
         labels[slot] = label;
         break;

@@ -14,7 +14,7 @@ export interface PreparedImage {
 export async function prepareImage(bytes: Uint8Array, where: string, size: number, quality = 95): Promise<PreparedImage> {
   if (isJpeg(bytes)) {
     const dims = jpegSize(bytes);
-    if (dims && dims.width === size && dims.height === size && decodeFast(bytes, size)) return { jpeg: bytes, reencoded: false };
+    if (dims && dims.width === size && dims.height === size && decodeFast(bytes)) return { jpeg: bytes, reencoded: false };
   }
   const img = await decodeImage(bytes, where, size);
   return { jpeg: await encodeJpeg(img, quality), reencoded: true };
