@@ -2,6 +2,7 @@
 import type { CommandModule } from 'yargs';
 import importCommand from './commands/import.ts';
 import exportCommand from './commands/export.ts';
+import demoCommand from './commands/demo.ts';
 import trainCommand from './commands/train.ts';
 import packCommand from './commands/pack.ts';
 import packBinCommand from './commands/pack-bin.ts';
@@ -11,6 +12,7 @@ import embedCommand from './commands/embed.ts';
 import compareCommand from './commands/compare.ts';
 
 export const commands: CommandModule<any, any>[] = [
+  demoCommand,
   trainCommand,
   importCommand,
   exportCommand,
