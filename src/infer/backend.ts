@@ -4,6 +4,6 @@ import { initBackend, type BackendName } from '../backend/select.ts';
 
 export async function initInferBackend(requested: string | undefined, detecting: boolean): Promise<BackendName> {
   const name = await initBackend(requested);
-  if (detecting && name === 'cpu') process.stderr.write('arcface: note: face detection on the cpu backend takes ~20 s per image; wasm is ~30x faster\n');
+  if (detecting && name.endsWith('cpu')) process.stderr.write('arcface: note: face detection on the cpu backend takes ~20 s per image; wasm is ~30x faster\n');
   return name;
 }
