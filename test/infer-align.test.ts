@@ -62,7 +62,7 @@ test('aligned crop equals astronaut_aligned_112.png within a mean |d| of 2 grey 
   }
   const mean = sum / crop.data.length;
   assert.ok(mean <= 2, `mean |d| = ${mean}`);
-  assert.ok(max <= 2, `max |d| = ${max}`); // same sampling rule, so only rounding differs
+  assert.ok(max <= 1, `max |d| = ${max}`); // same sampling rule, so at most a rounding tie differs
 });
 
 test('warp border is 0 and bilinear interpolation is exact on a ramp', () => {
