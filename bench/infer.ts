@@ -17,7 +17,10 @@ import type { Embedder } from '../src/infer/embedder.ts';
 import { tfjsEmbedder } from '../src/infer/embedder-tfjs.ts';
 import { decodeImage } from '../src/infer/image.ts';
 import { loadEmbedder } from '../src/infer/load-embedder.ts';
-import { emit, presentBackends } from './common.ts';
+import { emit as emitRow, presentBackends } from './common.ts';
+
+// Load average beside each figure: the machine may be shared, and the figures scale with it.
+const emit = (row: Record<string, unknown>): void => emitRow({ ...row, cores: os.availableParallelism(), load1: Number(os.loadavg()[0].toFixed(2)) });
 
 const opt = (name: string, def: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -29,7 +32,6 @@ const N = Number(opt('images', '32'));
 const WITH_ONNX = !process.argv.includes('--no-onnx');
 const ASTRONAUT = path.resolve(import.meta.dirname, '..', '..', 'shared', 'fixtures', 'faces', 'astronaut.png');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'arcface-bench-infer-'));
-const base = { bench: 'infer', cores: os.availableParallelism() };
 
 /** N different aligned 112x112 PNG crops: the astronaut's face, jittered (or a synthetic pattern without the fixture). */
 async function makeCrops(): Promise<string[]> {
@@ -70,12 +72,12 @@ const backends = await presentBackends(opt('backends', 'wasm,cpu'));
 for (const network of MODELS) {
   for (const backend of backends) {
     if (backend === 'cpu' && network !== 'mbf') {
-      emit({ ...base, model: network, runtime: 'tfjs-cpu', skipped: `${network} on the cpu backend is too slow (pure-JS kernels); use wasm or onnxruntime` });
+      emit({ bench: 'infer', model: network, runtime: 'tfjs-cpu', skipped: `${network} on the cpu backend is too slow (pure-JS kernels); use wasm or onnxruntime` });
       continue;
     }
     await initBackend(backend, { quiet: true });
     const e = tfjsEmbedder(buildBackbone({ network }, { seed: 1 }), network);
-    for (const batch of BATCHES) emit({ ...base, model: network, runtime: `tfjs-${backend}`, batch, ...(await throughput(e, files, batch)) });
+    for (const batch of BATCHES) emit({ bench: 'infer', model: network, runtime: `tfjs-${backend}`, batch, ...(await throughput(e, files, batch)) });
     await e.dispose();
   }
   if (WITH_ONNX) {
@@ -85,7 +87,7 @@ for (const network of MODELS) {
     fs.writeFileSync(file, exportOnnx(model, { foldBatchNorm: true }));
     model.dispose();
     const e = await loadEmbedder(file);
-    for (const batch of BATCHES) emit({ ...base, model: network, runtime: 'onnxruntime-node', batch, ...(await throughput(e, files, batch)) });
+    for (const batch of BATCHES) emit({ bench: 'infer', model: network, runtime: 'onnxruntime-node', batch, ...(await throughput(e, files, batch)) });
     await e.dispose();
   }
 }
@@ -99,6 +101,6 @@ if (fs.existsSync(ASTRONAUT) && backends.includes('wasm')) {
   const runs = 5;
   const t = performance.now();
   for (let i = 0; i < runs; i++) normCrop(img, (await detectFaces(img))[0].landmarks, 112);
-  emit({ ...base, stage: 'detect+align', runtime: 'tfjs-wasm', image: '512x512', msPerImage: Number(((performance.now() - t) / runs).toFixed(1)) });
+  emit({ bench: 'infer', stage: 'detect+align', runtime: 'tfjs-wasm', image: '512x512', msPerImage: Number(((performance.now() - t) / runs).toFixed(1)) });
 }
 fs.rmSync(dir, { recursive: true, force: true });
