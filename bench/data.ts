@@ -2,7 +2,8 @@
 // 112x112 JPEGs (quality 95), with 1 worker and with all workers, and the bare single-thread decode rate
 // of the same JPEGs. One JSON line per measurement on stdout; load1 is the 1-minute load average (the
 // machine's other users) when the line was written.
-// Usage: node --import tsx bench/data.ts [--images 6400] [--batch 128] [--epochs 2] [--dir /tmp/...]
+// Usage: node --import tsx bench/data.ts [--images 6400] [--batch 128] [--epochs 1] [--rounds 3] [--dir /tmp/...]
+// Each round runs every configuration for `epochs` epochs; the summary gives the best and median round.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,7 +21,8 @@ const arg = (name: string, def: number): number => {
 };
 const N = arg('images', 6400);
 const BATCH = arg('batch', 128);
-const EPOCHS = arg('epochs', 2);
+const EPOCHS = arg('epochs', 1);
+const ROUNDS = arg('rounds', 3);
 const dirArg = process.argv.indexOf('--dir');
 const DIR = dirArg > 0 ? process.argv[dirArg + 1] : path.join(os.tmpdir(), `arcface-bench-data-${N}`);
 const SIZE = 112;
@@ -83,33 +85,80 @@ async function bareDecode(src: RecordIOSource): Promise<void> {
   emit({ case: 'decode+flip+normalise-1thread', images: jpegs.length, seconds: +s.toFixed(3), img_per_s: Math.round(jpegs.length / s) });
 }
 
-async function pipeline(src: RecordIOSource, workers: number, release = true): Promise<void> {
-  const t0 = performance.now();
-  const loader = await createTrainLoader({ source: src, batchSize: BATCH, workers, seed: 1 });
-  const startup = (performance.now() - t0) / 1000;
-  // Warm-up: a few batches of epoch 100 (JIT, page cache), not timed.
-  let k = 0;
-  for await (const _ of loader.batches(100)) if (++k >= 4) break;
-  let images = 0;
-  let checksum = 0;
-  const t = performance.now();
-  for (let e = 0; e < EPOCHS; e++) {
-    for await (const b of loader.batches(e)) {
-      images += b.size;
-      checksum += b.images[0] + b.labels[b.size - 1];
-      // What a trainer on the wasm backend does once tf.tensor has copied the batch.
-      if (release) b.release();
+/** Busy fraction of all cores over the last interval, from /proc/stat (Linux), so a noisy run shows. */
+function cpuSampler(): () => number | null {
+  const read = (): [number, number] | null => {
+    try {
+      const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+      return [f.reduce((a, b) => a + b, 0), f[3] + f[4]];
+    } catch {
+      return null;
+    }
+  };
+  let last = read();
+  return () => {
+    const now = read();
+    if (!now || !last) return null;
+    const busy = 1 - (now[1] - last[1]) / Math.max(1, now[0] - last[0]);
+    last = now;
+    return Number(busy.toFixed(2));
+  };
+}
+
+async function pipelines(src: RecordIOSource, configs: { workers: number; release: boolean }[], rounds: number): Promise<void> {
+  const loaders = [];
+  for (const c of configs) {
+    const t0 = performance.now();
+    const loader = await createTrainLoader({ source: src, batchSize: BATCH, workers: c.workers, seed: 1 });
+    // Warm-up: a few batches (JIT, page cache), not timed.
+    let k = 0;
+    for await (const b of loader.batches(100)) {
+      b.release();
+      if (++k >= 4) break;
+    }
+    loaders.push({ ...c, loader, startup: (performance.now() - t0) / 1000, rates: [] as number[] });
+  }
+  const cpu = cpuSampler();
+  // Rounds interleave the configurations, so that a burst of load from elsewhere hits them alike.
+  for (let r = 0; r < rounds; r++) {
+    for (const l of loaders) {
+      cpu();
+      let images = 0;
+      let checksum = 0;
+      const t = performance.now();
+      for (let e = 0; e < EPOCHS; e++) {
+        for await (const b of l.loader.batches(r * EPOCHS + e)) {
+          images += b.size;
+          checksum += b.images[0] + b.labels[b.size - 1];
+          // What a trainer on the wasm backend does once tf.tensor has copied the batch.
+          if (l.release) b.release();
+        }
+      }
+      const s = (performance.now() - t) / 1000;
+      l.rates.push(images / s);
+      emit({ case: 'pipeline', workers: l.workers, release: l.release, round: r, batch: BATCH, images, seconds: +s.toFixed(3), img_per_s: Math.round(images / s), cpu_busy: cpu(), checksum: +checksum.toFixed(3) });
     }
   }
-  const s = (performance.now() - t) / 1000;
-  await loader.close();
-  emit({ case: 'pipeline', workers, release, batch: BATCH, images, epochs: EPOCHS, seconds: +s.toFixed(3), img_per_s: Math.round(images / s), startup_s: +startup.toFixed(2), checksum: +checksum.toFixed(3) });
+  for (const l of loaders) {
+    const sorted = [...l.rates].sort((a, b) => a - b);
+    emit({ case: 'pipeline-summary', workers: l.workers, release: l.release, rounds, best_img_per_s: Math.round(sorted.at(-1)!), median_img_per_s: Math.round(sorted[Math.floor(sorted.length / 2)]), startup_s: +l.startup.toFixed(2) });
+    await l.loader.close();
+  }
 }
 
 await ensurePack();
 const src = RecordIOSource.open(DIR);
 await bareDecode(src);
 const cores = os.availableParallelism();
-for (const w of [0, 1, cores]) await pipeline(src, w);
-await pipeline(src, cores, false);
+await pipelines(
+  src,
+  [
+    { workers: 1, release: true },
+    { workers: cores, release: true },
+    { workers: 0, release: true },
+    { workers: cores, release: false },
+  ],
+  ROUNDS,
+);
+await bareDecode(src);
 src.close();
