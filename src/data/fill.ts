@@ -49,7 +49,8 @@ export async function fillSlots(
       try {
         let img = decodeFast(bytes, scratch);
         if (!img) img = await decodeImage(bytes, source.describe(index), size);
-        else if (img.width !== size || img.height !== size) img = await resizeRgb(img, size, source.describe(index));
+        // `scratch` is shared by concurrent fills (prefetch), so the resize gets its own copy.
+        else if (img.width !== size || img.height !== size) img = await resizeRgb({ ...img, data: img.data.slice() }, size, source.describe(index));
         writeNormalised(img.data, size, size, images, slot * per, task.flips[j] === 1);
         labels[slot] = label;
         break;
