@@ -1,12 +1,14 @@
 // Picks the fastest TensorFlow.js backend that is present and reports it once on stderr.
-// Order: tensorflow (tfjs-node-gpu / tfjs-node, optional installs) > wasm > cpu.
+// Order: tensorflow (tfjs-node-gpu / tfjs-node, optional installs) > ort (wasm + onnxruntime convs) > wasm > cpu.
+// ort-cpu (cpu + onnxruntime convs, no 4 GB heap) only when asked for by name.
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { registerWasmGradientKernels } from './wasm-grad.ts';
+import { registerOrtBackend } from './ort-backend.ts';
 
-export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
-export const BACKEND_ORDER: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+export type BackendName = 'tensorflow' | 'ort' | 'wasm' | 'cpu' | 'ort-cpu';
+export const BACKEND_ORDER: readonly BackendName[] = ['tensorflow', 'ort', 'wasm', 'cpu', 'ort-cpu'];
 
 const require = createRequire(import.meta.url);
 let announced = false;
@@ -56,6 +58,10 @@ export async function initBackend(
       detail = pkg;
     } else if (name === 'wasm') {
       if (!(await setupWasm())) continue;
+    } else if (name === 'ort' || name === 'ort-cpu') {
+      // onnxruntime convolutions on the wasm / cpu backend (src/backend/ort-backend.ts)
+      if (name === 'ort' && !(await setupWasm())) continue;
+      if (!(await registerOrtBackend(name))) continue;
     }
     if (await tf.setBackend(name)) {
       await tf.ready();

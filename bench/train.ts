@@ -1,0 +1,171 @@
+// Training throughput (samples/s), GFLOP/s and peak RSS per backend and model, one JSON line per row:
+//   node --import tsx bench/train.ts [--models tiny,r18,r50,mbf] [--backends ort,wasm,cpu] [--seconds 20]
+//        [--budget 300] [--profile]
+// The step is src/train/loop.ts's: trainForward + PartialFC (ArcFace over 1,000 classes; `tiny` uses
+// its config's CosFace head) + TorchOptimizer SGD (momentum 0.9, wd 5e-4), on random images. Each row
+// runs in its own process (peak RSS is per process; an out-of-memory row cannot take the others down);
+// a row that fails or runs past --budget seconds prints a JSON line saying so. --profile adds a
+// per-kernel-family breakdown of one step (tf.profile; kernels that call tf ops inside are also
+// counted in their parts).
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import os from 'node:os';
+import { buildBackbone, resolveSpec, type BackboneSpec } from '../src/models/factory.ts';
+import { initBackend } from '../src/backend/select.ts';
+import { loadConfig } from '../src/train/config.ts';
+import { trainForward, applyBatchNormUpdates, trainableVariables, type BatchNormUpdate } from '../src/train/forward.ts';
+import { PartialFC } from '../src/losses/partial-fc.ts';
+import { TorchOptimizer } from '../src/train/optimizers.ts';
+import { arg, emit, peakRssMiB, tf } from './common.ts';
+
+interface Row {
+  model: string;
+  spec: Partial<BackboneSpec> & { network: string };
+  batch: number;
+  margin: { s: number; m1: number; m2: number; m3: number };
+}
+
+function rowFor(model: string): Row {
+  const arcface = { s: 64, m1: 1, m2: 0.5, m3: 0 };
+  if (model === 'tiny') {
+    const c = loadConfig('tiny');
+    const [m1, m2, m3] = c.margin_list;
+    return {
+      model,
+      spec: { network: c.network, layers: c.layers ?? undefined, widths: c.widths ?? undefined, inputSize: c.input_size, embeddingSize: c.embedding_size },
+      batch: c.batch_size,
+      margin: { s: c.scale, m1, m2, m3 },
+    };
+  }
+  const batch = Number(arg('batch', model === 'mbf' ? '32' : '16'));
+  return { model, spec: { network: model }, batch, margin: arcface };
+}
+
+/** Forward multiply-accumulates per image: every conv/dense kernel times its output positions. */
+function forwardMacs(model: tf.LayersModel): number {
+  let macs = 0;
+  for (const layer of model.layers) {
+    const kernel = layer.weights.find((w) => /kernel$/.test(w.originalName));
+    if (!kernel) continue;
+    const out = layer.outputShape as number[];
+    const positions = out.length === 4 ? out[1]! * out[2]! : 1;
+    macs += positions * kernel.shape.reduce((a: number, b) => a * (b ?? 1), 1);
+  }
+  return macs;
+}
+
+const FAMILIES: [string, RegExp][] = [
+  ['conv fwd', /^(Conv2D|FusedConv2D|DepthwiseConv2dNative|FusedDepthwiseConv2D)$/],
+  ['conv dX', /BackpropInput$/],
+  ['conv dW', /BackpropFilter$/],
+  ['prelu', /^Prelu$/],
+  ['matmul', /^(BatchMatMul|_FusedMatMul)$/],
+  ['reductions', /^(Sum|Mean|Max|Min|Prod|ArgMax|All|Any)$/],
+  ['data movement', /^(Transpose|Reshape|Slice|StridedSlice|Pad|PadV2|Concat|Tile|Cast|Identity|GatherV2|UnsortedSegmentSum|Reverse|Fill|OnesLike|ZerosLike|MirrorPad)$/],
+];
+
+function family(kernel: string): string {
+  return FAMILIES.find(([, re]) => re.test(kernel))?.[0] ?? 'element-wise';
+}
+
+async function child(backend: string, model: string): Promise<void> {
+  await initBackend(backend, { quiet: true });
+  const row = rowFor(model);
+  const spec = resolveSpec(row.spec);
+  const backbone = buildBackbone(spec, { seed: 1 });
+  const numClasses = 1000;
+  const head = new PartialFC({ numClasses, embeddingSize: spec.embeddingSize, margin: row.margin, sampleRate: 1, seed: 1 });
+  const vars = trainableVariables(backbone);
+  const opt = new TorchOptimizer([{ name: 'backbone', params: vars }, { name: 'head', params: [head.weight] }], { kind: 'sgd', weightDecay: 5e-4, momentum: 0.9 });
+  const images = tf.randomUniform([row.batch, spec.inputSize, spec.inputSize, 3], -1, 1, 'float32', 3);
+  const labels = Int32Array.from({ length: row.batch }, (_, i) => (i * 37) % numClasses);
+  const updates: BatchNormUpdate[] = [];
+  const step = (): number => {
+    const { value, grads } = tf.variableGrads(() => head.loss(trainForward(backbone, images, updates) as tf.Tensor2D, labels), [...vars, head.weight]);
+    const loss = value.dataSync()[0]!;
+    value.dispose();
+    applyBatchNormUpdates(updates);
+    opt.step(grads, 0.01);
+    tf.dispose(Object.values(grads));
+    return loss;
+  };
+  const flopPerImage = 3 * 2 * (forwardMacs(backbone) + spec.embeddingSize * numClasses); // fwd + dX + dW
+  const base = { bench: 'train', engine: `tfjs-${backend}`, model, batch: row.batch, inputSize: spec.inputSize, threads: os.availableParallelism() };
+  const t0 = performance.now();
+  step(); // warm-up: builds the ORT sessions / wasm kernels
+  const warmupS = (performance.now() - t0) / 1000;
+  const seconds = Number(arg('seconds', '20'));
+  const tensorsBefore = tf.memory().numTensors;
+  const times: number[] = [];
+  let loss = NaN;
+  const start = performance.now();
+  while (times.length < 3 || (performance.now() - start < seconds * 1000 && times.length < 200)) {
+    const t = performance.now();
+    loss = step();
+    times.push(performance.now() - t);
+  }
+  times.sort((a, b) => a - b);
+  const ms = times[Math.floor(times.length / 2)]!;
+  const out: Record<string, unknown> = {
+    ...base,
+    imgPerSec: +((row.batch * 1000) / ms).toFixed(2),
+    msPerStep: +ms.toFixed(1),
+    gflops: +((flopPerImage * row.batch) / 1e9 / (ms / 1000)).toFixed(1),
+    steps: times.length,
+    warmupS: +warmupS.toFixed(1),
+    loss: +loss.toFixed(4),
+    numTensors: [tensorsBefore, tf.memory().numTensors],
+    peakRssMiB: peakRssMiB(),
+    load1: +os.loadavg()[0]!.toFixed(2),
+  };
+  if (process.argv.includes('--profile')) {
+    const info = await tf.profile(() => {
+      step();
+    });
+    const byFamily: Record<string, number> = {};
+    const byKernel: Record<string, number> = {};
+    for (const k of info.kernels) {
+      const t = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+      byFamily[family(k.name)] = (byFamily[family(k.name)] ?? 0) + t;
+      byKernel[k.name] = (byKernel[k.name] ?? 0) + t;
+    }
+    const round = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, +v.toFixed(1)]));
+    out.profileMs = round(byFamily);
+    out.topKernelsMs = Object.fromEntries(Object.entries(round(byKernel)).slice(0, 12));
+  }
+  emit(out);
+}
+
+function parent(): void {
+  const models = (arg('models', 'tiny,r18,r50,mbf') ?? '').split(',');
+  const backends = (arg('backends', 'ort,wasm,cpu') ?? '').split(',');
+  const budget = Number(arg('budget', '300'));
+  const self = fileURLToPath(import.meta.url);
+  const pass = ['--seconds', arg('seconds', '20')!, ...(process.argv.includes('--profile') ? ['--profile'] : [])];
+  for (const backend of backends) {
+    for (const model of models) {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', self, '--child', backend, model, ...pass], {
+        encoding: 'utf8',
+        timeout: budget * 1000,
+        maxBuffer: 1 << 24,
+      });
+      const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+      if (r.status === 0 && line) {
+        process.stdout.write(`${line}\n`);
+        continue;
+      }
+      const why = r.error?.message.includes('ETIMEDOUT') || r.signal === 'SIGTERM'
+        ? `over the time budget of ${budget} s`
+        : /out of memory|Cannot allocate|OOM|RangeError/i.test(r.stderr) ? `out of memory: ${lastLine(r.stderr)}` : `failed: ${lastLine(r.stderr)}`;
+      emit({ bench: 'train', engine: `tfjs-${backend}`, model, skipped: why, load1: +os.loadavg()[0]!.toFixed(2) });
+    }
+  }
+}
+
+function lastLine(s: string): string {
+  return s.trim().split('\n').filter((l) => l.trim()).slice(-3).join(' | ').slice(0, 300);
+}
+
+const i = process.argv.indexOf('--child');
+if (i >= 0) await child(process.argv[i + 1]!, process.argv[i + 2]!);
+else parent();
