@@ -1,5 +1,6 @@
-// Acceptance with a real pretrained face model: faceplugin's 512-d fr_feature.onnx (MIT, shipped in the
-// npm dev dependency faceplugin-face-recognition-js), run by onnxruntime-node through `arcface compare`
+// Acceptance with a real pretrained face model: faceplugin's 512-d fr_feature.onnx (MIT, shipped in the npm
+// package faceplugin-face-recognition-js, copied at test time by scripts/fetch-test-models.mjs), run by
+// onnxruntime-node through `arcface compare`
 // and `arcface embed`. The astronaut matches its mirror and a shifted, rescaled JPEG copy (cosine >= 0.5)
 // and not another person (face-api's demo photo sample1.jpg, cosine <= 0.3). Bad input exits 1 with a
 // message naming the file.
@@ -17,6 +18,7 @@ import type { Embedder } from '../src/infer/embedder.ts';
 import { loadEmbedder } from '../src/infer/load-embedder.ts';
 import { cosineSimilarity } from '../src/infer/similarity.ts';
 import { REPO_ROOT, sharedFixture } from './helpers/fixtures.ts';
+import { FR_FEATURE_MISSING, frFeatureOnnx } from './helpers/third-party-model.ts';
 
 const require = createRequire(import.meta.url);
 function packageFile(pkg: string, rel: string): string | undefined {
@@ -27,11 +29,11 @@ function packageFile(pkg: string, rel: string): string | undefined {
     return undefined;
   }
 }
-const FR = packageFile('faceplugin-face-recognition-js', 'model/fr_feature.onnx');
+const FR = frFeatureOnnx();
 const OTHER = packageFile('@vladmandic/face-api', 'demo/sample1.jpg');
 const ASTRONAUT = sharedFixture('faces', 'astronaut.png');
 const skip = !FR
-  ? 'needs the dev dependency faceplugin-face-recognition-js (model/fr_feature.onnx): run npm install'
+  ? FR_FEATURE_MISSING
   : !ASTRONAUT
     ? 'needs ../shared/fixtures/faces/astronaut.png'
     : false;

@@ -17,6 +17,7 @@ import type { RgbImage } from '../src/infer/image.ts';
 import { loadEmbedder } from '../src/infer/load-embedder.ts';
 import { cosineSimilarity } from '../src/infer/similarity.ts';
 import { sharedFixture } from './helpers/fixtures.ts';
+import { FR_FEATURE_MISSING, frFeatureOnnx } from './helpers/third-party-model.ts';
 
 const require = createRequire(import.meta.url);
 function packageFile(pkg: string, rel: string): string | undefined {
@@ -27,11 +28,11 @@ function packageFile(pkg: string, rel: string): string | undefined {
     return undefined;
   }
 }
-const FR = packageFile('faceplugin-face-recognition-js', 'model/fr_feature.onnx');
+const FR = frFeatureOnnx();
 const OTHER = packageFile('@vladmandic/face-api', 'demo/sample2.jpg');
 const ASTRONAUT = sharedFixture('faces', 'astronaut.png');
 const skip = !FR
-  ? 'needs the dev dependency faceplugin-face-recognition-js (model/fr_feature.onnx): run npm install'
+  ? FR_FEATURE_MISSING
   : !ASTRONAUT || !OTHER
     ? 'needs ../shared/fixtures/faces/astronaut.png and @vladmandic/face-api demo/sample2.jpg'
     : false;

@@ -1,0 +1,14 @@
+// The real pretrained face model used by acceptance tests: a test-time copy made by
+// scripts/fetch-test-models.mjs (run by `npm test` before the tests).
+import fs from 'node:fs';
+import path from 'node:path';
+import { REPO_ROOT } from './fixtures.ts';
+
+export const FR_FEATURE_ONNX = path.join(REPO_ROOT, 'test', '.models', 'fr_feature.onnx');
+
+export function frFeatureOnnx(): string | undefined {
+  return fs.existsSync(FR_FEATURE_ONNX) ? FR_FEATURE_ONNX : undefined;
+}
+
+export const FR_FEATURE_MISSING =
+  'needs test/.models/fr_feature.onnx (faceplugin-face-recognition-js@0.0.1): run `node scripts/fetch-test-models.mjs` (npm test does)';
