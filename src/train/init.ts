@@ -3,17 +3,17 @@
 // keeps its fresh initialisation, and the run says which.
 import type * as tf from '@tensorflow/tfjs';
 import { ArcfaceError } from '../cli/errors.ts';
-import { loadBackbone } from '../convert/load-backbone.ts';
+
 
 export interface InitReport {
   copied: string[];
   reinitialised: string[];
 }
 
-export async function initFromPretrained(target: tf.LayersModel, from: string): Promise<InitReport> {
-  const { model: source } = await loadBackbone(from);
+/** Copies `source`'s weights into `target` where layers match (the caller keeps ownership of both). */
+export function copyMatchingWeights(target: tf.LayersModel, source: tf.LayersModel, from: string): InitReport {
   const report: InitReport = { copied: [], reinitialised: [] };
-  try {
+  {
     for (const layer of target.layers) {
       const weights = layer.getWeights();
       if (!weights.length) continue;
@@ -36,8 +36,6 @@ export async function initFromPretrained(target: tf.LayersModel, from: string): 
         report.reinitialised.push(layer.name);
       }
     }
-  } finally {
-    source.dispose();
   }
   if (report.copied.length === 0) {
     throw new ArcfaceError('no layer of the pretrained model fits this network (different network?)', from);

@@ -16,7 +16,8 @@ import { applyBatchNormUpdates, trainForward, trainableVariables, type BatchNorm
 import { GradientAccumulator, TorchOptimizer } from './optimizers.ts';
 import { PolynomialLRWarmup } from './lr-schedule.ts';
 import { loadCheckpoint, saveCheckpoint, type TrainPosition } from './checkpoint.ts';
-import { initFromPretrained } from './init.ts';
+import { copyMatchingWeights } from './init.ts';
+import { loadBackbone, type LoadedBackbone } from '../convert/load-backbone.ts';
 import { ProgressLog } from './progress.ts';
 
 export interface TrainOptions {
@@ -56,6 +57,20 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   if (resumed) cfg = { ...resumed.config, max_steps: cfg.max_steps, output: cfg.output };
   if (cfg.fp16) process.stderr.write('arcface: note: fp16 is not used by TensorFlow.js training here; training in float32\n');
 
+  // ---- network layout first: the data is decoded at its input size. Fine-tuning keeps the
+  // pretrained network's layout, with any embedding size.
+  const pretrained: LoadedBackbone | undefined = !resumed && cfg.init ? await loadBackbone(cfg.init) : undefined;
+  if (pretrained?.spec && pretrained.spec.network !== cfg.network) {
+    process.stderr.write(`arcface: note: --init is a ${pretrained.spec.network}; training that network (config says ${cfg.network})\n`);
+  }
+  const spec: BackboneSpec = resumed?.spec ?? (pretrained?.spec ? { ...pretrained.spec, embeddingSize: cfg.embedding_size } : undefined) ?? resolveSpec({
+    network: cfg.network,
+    embeddingSize: cfg.embedding_size,
+    inputSize: cfg.input_size,
+    ...(cfg.layers ? { layers: cfg.layers } : {}),
+    ...(cfg.widths ? { widths: cfg.widths } : {}),
+  });
+
   // ---- data
   const source = openTrainingSource(cfg.rec);
   const numClasses = cfg.num_classes ?? source.numClasses;
@@ -67,24 +82,23 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     source,
     batchSize: cfg.batch_size,
     seed: cfg.seed,
-    inputSize: cfg.input_size,
+    inputSize: spec.inputSize,
     workers: cfg.num_workers ?? undefined,
     skipCorrupt: cfg.skip_corrupt,
   });
   const valFiles = resolveValTargets(cfg);
   const valSets: PreparedSet[] = [];
-  for (const f of valFiles) valSets.push(await prepareVerificationSet(f, cfg.input_size));
+  for (const f of valFiles) valSets.push(await prepareVerificationSet(f, spec.inputSize));
 
   // ---- backbone and head
-  const spec: BackboneSpec = resumed?.spec ?? resolveSpec({
-    network: cfg.network,
-    embeddingSize: cfg.embedding_size,
-    inputSize: cfg.input_size,
-    ...(cfg.layers ? { layers: cfg.layers } : {}),
-    ...(cfg.widths ? { widths: cfg.widths } : {}),
-  });
   const backbone = resumed?.backbone ?? buildBackbone(spec, { seed: cfg.seed, dropout: cfg.dropout });
-  if (!resumed && cfg.init) await initFromPretrained(backbone, cfg.init);
+  if (pretrained) {
+    try {
+      copyMatchingWeights(backbone, pretrained.model, cfg.init!);
+    } finally {
+      pretrained.model.dispose();
+    }
+  }
   const [m1, m2, m3] = cfg.margin_list;
   const head = new PartialFC({
     numClasses,
@@ -133,7 +147,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const accumulator = cfg.gradient_acc > 1 ? new GradientAccumulator(cfg.gradient_acc) : null;
   const verification: TrainResult['verification'] = {};
   const bnUpdates: BatchNormUpdate[] = [];
-  const x = { shape: [cfg.batch_size, cfg.input_size, cfg.input_size, 3] as [number, number, number, number] };
+  const x = { shape: [cfg.batch_size, spec.inputSize, spec.inputSize, 3] as [number, number, number, number] };
   let lossSum = 0;
   let lossCount = 0;
   let finalLoss = NaN;
