@@ -27,7 +27,7 @@ test('an incompatible version or binding shape fails loudly, naming the pinned v
 });
 
 test('a session runs synchronously, into a preallocated view at an offset of a larger buffer', () => {
-  const g = buildMatMulGraph({ op: 'matmul', a: [1, 2, 3], b: [1, 3, 2], transposeA: false, transposeB: false });
+  const g = buildMatMulGraph({ op: 'matmul', a: [1, 2, 3], b: [1, 3, 2], transposeA: false, transposeB: false, rank: 3 });
   const s = new OrtSession(g.model, { threads: 1 });
   const heap = new Float32Array(64);
   const a = heap.subarray(3, 9);

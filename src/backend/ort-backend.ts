@@ -15,8 +15,9 @@ export type OrtBackendName = 'ort' | 'ort-cpu';
 export const ORT_BASE: Record<OrtBackendName, 'wasm' | 'cpu'> = { ort: 'wasm', 'ort-cpu': 'cpu' };
 
 /**
- * The kernels ORT takes over, chosen by measurement (bench/train.ts): on the cpu backend all of them.
- * On wasm, XNNPACK's depthwise forward (NHWC-native) beats ORT's grouped NCHW path plus transposes.
+ * The kernels ORT takes over (convolutions, their gradients, matrix products of >= 1M multiply-adds),
+ * chosen by measurement (bench/train.ts): on the cpu backend all of them. On wasm, XNNPACK's depthwise
+ * forward (NHWC-native) stays: ORT's grouped NCHW Conv plus two transposes is no faster.
  */
 export const ORT_KERNELS: Record<OrtBackendName, readonly string[]> = {
   ort: ORT_CONV_KERNELS.filter((k) => k !== 'DepthwiseConv2dNative'),

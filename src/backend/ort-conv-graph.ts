@@ -195,6 +195,8 @@ export interface MatMulSpec {
   b: [number, number, number];
   transposeA: boolean;
   transposeB: boolean;
+  /** 2: the kernel was called with 2-D a and b (batch 1), and returns [m, n]. */
+  rank: 2 | 3;
 }
 
 export function buildMatMulGraph(s: MatMulSpec): ConvGraph {
@@ -210,7 +212,7 @@ export function buildMatMulGraph(s: MatMulSpec): ConvGraph {
     const a2 = g.node('Reshape', ['a', g.int64Init('a2', [s.a[1], s.a[2]])], 'a2d');
     const b2 = g.node('Reshape', ['b', g.int64Init('b2', [s.b[1], s.b[2]])], 'b2d');
     const y = g.node('Gemm', [a2, b2], 'gemm', { transA: s.transposeA ? 1 : 0, transB: s.transposeB ? 1 : 0 });
-    out = g.node('Reshape', [y, g.int64Init('y3', [1, m, n])], 'y3d');
+    out = s.rank === 2 ? y : g.node('Reshape', [y, g.int64Init('y3', [1, m, n])], 'y3d');
   } else {
     const a = s.transposeA ? g.node('Transpose', ['a'], 'aT', { perm: [0, 2, 1] }) : 'a';
     const b = s.transposeB ? g.node('Transpose', ['b'], 'bT', { perm: [0, 2, 1] }) : 'b';
@@ -219,7 +221,7 @@ export function buildMatMulGraph(s: MatMulSpec): ConvGraph {
   g.reserve('out');
   g.rename(out, 'out');
   const inputs = [{ name: 'a', dims: [...s.a] }, { name: 'b', dims: [...s.b] }];
-  const output = { name: 'out', dims: [batch, m, n] };
+  const output = { name: 'out', dims: s.rank === 2 ? [m, n] : [batch, m, n] };
   return { model: g.encode({ graphName: 'ort_matmul', inputs, outputs: [output], metadata: {}, producerVersion: '0' }), inputs, output };
 }
 

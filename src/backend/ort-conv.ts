@@ -123,8 +123,10 @@ const IMPLS: Record<string, Impl> = {
   // The big ones in training: BatchNorm statistics (tfjs computes the mean over N*H*W as a [1,P].[P,C]
   // product), dense-layer and head gradients.
   BatchMatMul: ({ a, b }, attrs, backend) => {
-    if (!allFloat(a, b) || a!.shape.length !== 3 || b!.shape.length !== 3) return null;
-    const spec: MatMulSpec = { op: 'matmul', a: a!.shape as [number, number, number], b: b!.shape as [number, number, number], transposeA: !!attrs.transposeA, transposeB: !!attrs.transposeB };
+    const rank = a?.shape.length;
+    if (!allFloat(a, b) || (rank !== 2 && rank !== 3) || b!.shape.length !== rank) return null;
+    const as3 = (s: number[]) => (s.length === 2 ? [1, s[0]!, s[1]!] : s) as [number, number, number];
+    const spec: MatMulSpec = { op: 'matmul', a: as3(a!.shape), b: as3(b!.shape), transposeA: !!attrs.transposeA, transposeB: !!attrs.transposeB, rank };
     const k = spec.transposeA ? spec.a[1] : spec.a[2];
     const macs = Math.max(spec.a[0], spec.b[0]) * (spec.a[1] * spec.a[2] / k) * (spec.b[1] * spec.b[2] / k) * k;
     if (macs < MIN_MATMUL_MACS) return null;
@@ -156,7 +158,9 @@ const IMPLS: Record<string, Impl> = {
   Conv2DBackpropFilter: ({ x, dy }, a, backend) => {
     if (!allFloat(x, dy) || !nhwc(a)) return null;
     const info = tf.backend_util.computeConv2DInfo(x!.shape as never, a.filterShape!, a.strides, 1, a.pad, a.dimRoundingMode);
-    return runGraph(backend, specFrom('dw', info, false), [x!, dy!]);
+    // im2col + one GEMM over all N*Ho*Wo positions measured 1.1-2.5x faster than ORT's Conv with dy as
+    // the filter (whose GEMMs have only kh*kw columns) on IResNet shapes, 16 to 512 channels.
+    return runGraph(backend, { ...specFrom('dw', info, false), variant: 'im2col' }, [x!, dy!]);
   },
   DepthwiseConv2dNativeBackpropInput: ({ dy, filter }, a, backend) => {
     if (!allFloat(dy, filter) || !noDilation(a)) return null;
