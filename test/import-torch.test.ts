@@ -112,7 +112,7 @@ test('bad input: truncated .pth, wrong --network, not a backbone', { skip: skipU
   fs.writeFileSync(truncated, pth.subarray(0, Math.floor(pth.length / 2)));
   const cases: [string[], RegExp][] = [
     [['--from', truncated], /truncated\.pth: corrupt or truncated zip archive/],
-    [['--from', sharedFixture('mbf', 'backbone.pth')!, '--network', 'r50'], /backbone\.pth: the checkpoint does not fit the model:[^]*missing keys[^]*holds a mbf/],
+    [['--from', sharedFixture('mbf', 'backbone.pth')!, '--network', 'r50'], /backbone\.pth: the checkpoint does not fit the model:[^]*missing keys[^]*holds network "mbf" with blocks \[1,4,6,2\]/],
     [['--from', sharedFixture('pairs_py3.bin')!], /pairs_py3\.bin: not a PyTorch zip checkpoint/],
     [['--from', path.join(tmp, 'nope.pth')], /nope\.pth: no such file/],
   ];

@@ -47,7 +47,9 @@ export function importTorch(file: string, opts: ImportTorchOptions = {}): { mode
     let hint = '';
     if (opts.network) {
       try {
-        hint = ` (--network ${opts.network} given, but the file holds a ${inferSpec(sd).network}; omit --network to detect it)`;
+        const found = inferSpec(sd);
+        const layout = found.layers ? ` with layers [${found.layers}]` : found.blocks ? ` with blocks [${found.blocks}]` : '';
+        hint = ` (--network ${opts.network} given, but the file holds network "${found.network}"${layout}; omit --network to detect it)`;
       } catch {
         hint = ` (is it really a ${opts.network}?)`;
       }

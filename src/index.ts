@@ -1,0 +1,21 @@
+// arcface-ts public API. Importing it also registers the GroupedConv2D layer that MobileFaceNet models need.
+export { initBackend, BACKEND_ORDER, type BackendName } from './backend/select.ts';
+export { buildBackbone, resolveSpec, NETWORKS, type BackboneSpec } from './models/factory.ts';
+export { iresnet, IRESNET_LAYERS, type IResNetOptions } from './models/iresnet.ts';
+export { mobileFaceNet, type MobileFaceNetOptions } from './models/mobilefacenet.ts';
+export { GroupedConv2D } from './models/grouped-conv.ts';
+export { countParameters } from './models/params.ts';
+export { saveModel, loadModel, specOf } from './models/io.ts';
+export { importTorch } from './convert/import-torch.ts';
+export { loadBackbone } from './convert/load-backbone.ts';
+export { loadStateDict, toStateDict } from './convert/torch-mapping.ts';
+export { importOnnx } from './convert/onnx/index.ts';
+export { exportOnnx, writeOnnx } from './convert/onnx/export.ts';
+export { readTorchStateDict, writeTorchStateDict } from './formats/torch.ts';
+export { CombinedMarginLoss } from './losses/margin.ts';
+export { PartialFC } from './losses/partial-fc.ts';
+export { evaluateVerification } from './eval/verification.ts';
+export { evaluateModel, prepareVerificationSet } from './eval/evaluate-bin.ts';
+export { loadConfig, type TrainConfig } from './train/config.ts';
+export { train } from './train/loop.ts';
+export * as data from './data/index.ts';
