@@ -20,7 +20,7 @@ async function gradients(backend: string, spec: Partial<BackboneSpec> & { networ
   }, trainableVariables(model));
   // Keyed by the weight's own name (layer/kernel), which is the same in both models.
   const out = new Map<string, Float32Array>();
-  for (const w of weights) out.set(w.originalName, grads[w.read().name]!.dataSync() as Float32Array);
+  for (const w of weights) out.set(w.originalName, grads[(w.read() as tf.Variable).name]!.dataSync() as Float32Array);
   tf.dispose([x, probe, value, ...Object.values(grads)]);
   model.dispose();
   return out;

@@ -50,10 +50,10 @@ test('custom layers, widths and input size', () => {
 
 test('reference initialisation: IResNet conv N(0, 0.1), mbf Kaiming fan-out, frozen final BN gamma', () => {
   const r = buildBackbone({ network: 'iresnet', layers: [1, 1, 1, 1], embeddingSize: 64 }, { seed: 7 });
-  const w = r.getLayer('layer3.0.conv1').getWeights()[0]!.dataSync();
+  const w = r.getLayer('layer3.0.conv1').getWeights()[0]!.dataSync() as Float32Array;
   const std = Math.sqrt(w.reduce((a, v) => a + v * v, 0) / w.length);
   assert.ok(Math.abs(std - 0.1) < 0.002, `conv std ${std}`);
-  const fcW = r.getLayer('fc').getWeights()[0]!.dataSync();
+  const fcW = r.getLayer('fc').getWeights()[0]!.dataSync() as Float32Array;
   const bound = 1 / Math.sqrt(512 * 7 * 7);
   assert.ok(fcW.every((v) => Math.abs(v) <= bound) && Math.max(...fcW.slice(0, 5000)) > 0.9 * bound, 'fc ~ U(±1/sqrt(fan_in))');
   const features = r.getLayer('features');
@@ -63,7 +63,7 @@ test('reference initialisation: IResNet conv N(0, 0.1), mbf Kaiming fan-out, fro
   const r2 = buildBackbone({ network: 'iresnet', layers: [1, 1, 1, 1], embeddingSize: 64 }, { seed: 7 });
   assert.deepEqual(r2.getLayer('layer3.0.conv1').getWeights()[0]!.dataSync().slice(0, 10), w.slice(0, 10));
   const m = buildBackbone({ network: 'mbf' }, { seed: 3 });
-  const dw = m.getLayer('layers.5.layers.0.layers.1.layers.0').getWeights()[0]!.dataSync(); // depthwise 3x3 on 256
+  const dw = m.getLayer('layers.5.layers.0.layers.1.layers.0').getWeights()[0]!.dataSync() as Float32Array; // depthwise 3x3 on 256
   const dwStd = Math.sqrt(dw.reduce((a, v) => a + v * v, 0) / dw.length);
   assert.ok(Math.abs(dwStd - Math.sqrt(2 / (256 * 9))) < 0.1 * Math.sqrt(2 / (256 * 9)), `depthwise std ${dwStd}`);
   const grouped = m.getLayer('layers.1.layers.0');

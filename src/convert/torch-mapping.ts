@@ -83,7 +83,7 @@ function slotsOf(model: tf.LayersModel): WeightSlot[] {
       add('moving_mean', `${name}.running_mean`, [c], id, id);
       add('moving_variance', `${name}.running_var`, [c], id, id);
     } else if (cls === 'PReLU') {
-      const c = byName('alpha')!.shape.reduce((a, b) => a * b, 1);
+      const c = (byName('alpha')!.shape as number[]).reduce((a, b) => a * b, 1);
       add('alpha', `${name}.weight`, [c], id, id);
     } else if (cls === 'Dense') {
       const [inF, outF] = byName('kernel')!.shape as number[];
@@ -181,14 +181,14 @@ export function loadStateDict(model: tf.LayersModel, sd: Map<string, TorchTensor
   const unexpected = [...sd.keys()].filter((k) => !used.has(k));
   if (missing.length || unexpected.length || wrongShape.length) throw new StateDictMismatchError(missing, unexpected, wrongShape);
 
-  for (const [v, data] of values) v.write(tf.tensor(data, v.shape));
+  for (const [v, data] of values) v.write(tf.tensor(data, v.shape as number[]));
   for (const [bn, gamma] of folds) {
     if (gamma.every((g) => g === 1)) continue;
     if (gamma.some((g) => !(g > 0))) throw new Error(`${bn.name}.weight has non-positive values: cannot represent a frozen gamma`);
     const variance = bn.weights.find((w) => w.originalName.endsWith('moving_variance'))!;
     // gamma*(x-m)/sqrt(v+eps) == (x-m)/sqrt(v'+eps) with v' = (v+eps)/gamma^2 - eps.
     const v2 = Float32Array.from(variance.read().dataSync(), (vi, i) => (vi + BN_EPS) / (gamma[i]! * gamma[i]!) - BN_EPS);
-    variance.write(tf.tensor(v2, variance.shape));
+    variance.write(tf.tensor(v2, variance.shape as number[]));
   }
 }
 

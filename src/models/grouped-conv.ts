@@ -4,6 +4,8 @@
 // runs on the fast depthwise kernels of every backend and has their gradients.
 import * as tf from '@tensorflow/tfjs';
 
+type Initializer = ReturnType<typeof tf.initializers.zeros>;
+
 export interface GroupedConv2DArgs {
   name?: string;
   filters: number;
@@ -11,8 +13,9 @@ export interface GroupedConv2DArgs {
   strides?: number;
   padding?: 'same' | 'valid';
   groups: number;
-  useBias?: false;
-  kernelInitializer?: tf.initializers.Initializer | string;
+  /** Accepted for symmetry with tf.layers.conv2d; the layer has no bias. */
+  useBias?: boolean;
+  kernelInitializer?: Initializer | string;
   trainable?: boolean;
 }
 
@@ -23,7 +26,7 @@ export class GroupedConv2D extends tf.layers.Layer {
   readonly strides: number;
   readonly padding: 'same' | 'valid';
   readonly groups: number;
-  private readonly kernelInitializer: tf.initializers.Initializer;
+  private readonly kernelInitializer: Initializer;
   private kernel: tf.LayerVariable | null = null;
 
   constructor(args: GroupedConv2DArgs) {

@@ -3,6 +3,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { GroupedConv2D } from './grouped-conv.ts';
 
+/** tfjs-layers' initializer type (not exported by name from @tensorflow/tfjs). */
+export type Initializer = ReturnType<typeof tf.initializers.zeros>;
+
 type Sym = tf.SymbolicTensor;
 
 /** PyTorch BatchNorm defaults (eps 1e-5, momentum 0.1 -> tfjs decay 0.9). */
@@ -27,7 +30,7 @@ export interface ConvArgs {
   pad?: number;
   /** torch's `groups`: 1 = dense, == in channels = depthwise, otherwise grouped. */
   groups?: number;
-  init: tf.initializers.Initializer;
+  init: Initializer;
 }
 
 /**
@@ -56,7 +59,7 @@ export function conv(name: string, x: Sym, a: ConvArgs): Sym {
  * Kaiming-normal (fan_out, ReLU gain) as torch computes it: fan_out = out_channels * kh * kw,
  * not divided by groups, so a depthwise kernel gets std sqrt(2 / (C*k*k)).
  */
-export function kaimingFanOut(outChannels: number, kernel: number, seed?: number): tf.initializers.Initializer {
+export function kaimingFanOut(outChannels: number, kernel: number, seed?: number): Initializer {
   return tf.initializers.randomNormal({ mean: 0, stddev: Math.sqrt(2 / (outChannels * kernel * kernel)), seed });
 }
 

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 export function countParameters(model: tf.LayersModel): number {
   let n = 0;
   for (const layer of model.layers) {
-    for (const w of layer.trainableWeights) n += w.shape.reduce((a, b) => a * (b ?? 1), 1);
+    for (const w of layer.trainableWeights) n += (w.shape as number[]).reduce((a, b) => a * b, 1);
     const cfg = layer.getConfig();
     if (layer.getClassName() === 'BatchNormalization' && cfg.scale === false) {
       const shape = layer.getWeights()[0]?.shape;
