@@ -32,11 +32,13 @@ test('explicit names select that backend; unknown names and absent native bindin
   assert.ok(BACKEND_ORDER.indexOf('wasm') < BACKEND_ORDER.indexOf('cpu'));
 });
 
-test('auto picks the best present backend (never the slow cpu one when wasm loads)', async () => {
-  const name = await initBackend('auto', { quiet: true });
-  assert.notEqual(name, 'cpu');
-  assert.equal(tf.getBackend(), name);
-  assert.ok(BACKEND_ORDER.includes(name));
+test('auto picks the best present backend per workload (never the slow cpu one when wasm loads)', async () => {
+  const infer = await initBackend('auto', { quiet: true });
+  assert.equal(infer, hasTfjsNode ? 'tensorflow' : 'wasm');
+  assert.equal(tf.getBackend(), infer);
+  const trainer = await initBackend('auto', { quiet: true, workload: 'train' });
+  assert.equal(trainer, hasTfjsNode ? 'tensorflow' : 'ort');
+  assert.equal(tf.getBackend(), trainer);
 });
 
 test('ARCFACE_BACKEND and --backend choose it in the CLI; announced once on stderr, stdout stays JSON', { skip: skipUnlessFixture('mbf') }, () => {

@@ -1,5 +1,6 @@
 // Picks the fastest TensorFlow.js backend that is present and reports it once on stderr.
-// Order: tensorflow (tfjs-node-gpu / tfjs-node, optional installs) > ort (wasm + onnxruntime convs) > wasm > cpu.
+// Training: tensorflow (tfjs-node-gpu / tfjs-node, optional installs) > ort (wasm + onnxruntime convs) > wasm > cpu.
+// Inference: tensorflow > wasm > ort > cpu (onnxruntime's per-call cost loses on single images).
 // ort-cpu (cpu + onnxruntime convs, no 4 GB heap) only when asked for by name.
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
@@ -8,7 +9,13 @@ import { registerWasmGradientKernels } from './wasm-grad.ts';
 import { registerOrtBackend } from './ort-backend.ts';
 
 export type BackendName = 'tensorflow' | 'ort' | 'wasm' | 'cpu' | 'ort-cpu';
+/** Every backend name, in training preference order. */
 export const BACKEND_ORDER: readonly BackendName[] = ['tensorflow', 'ort', 'wasm', 'cpu', 'ort-cpu'];
+export type Workload = 'train' | 'infer';
+const AUTO_ORDER: Record<Workload, readonly BackendName[]> = {
+  train: ['tensorflow', 'ort', 'wasm', 'cpu'],
+  infer: ['tensorflow', 'wasm', 'ort', 'cpu'],
+};
 
 const require = createRequire(import.meta.url);
 let announced = false;
@@ -40,7 +47,7 @@ async function setupWasm(): Promise<boolean> {
 /** Makes `name` (or the best available backend) active. Throws for an unknown or unavailable name. */
 export async function initBackend(
   requested: string | undefined = process.env.ARCFACE_BACKEND,
-  opts: { quiet?: boolean } = {},
+  opts: { quiet?: boolean; workload?: Workload } = {},
 ): Promise<BackendName> {
   const want = requested && requested !== 'auto' ? requested : undefined;
   if (want && !(BACKEND_ORDER as readonly string[]).includes(want)) {
@@ -48,7 +55,7 @@ export async function initBackend(
   }
   // Prod mode: no debug checks, and no "install tfjs-node" banner from the cpu backend.
   tf.enableProdMode();
-  const candidates = want ? [want as BackendName] : [...BACKEND_ORDER];
+  const candidates = want ? [want as BackendName] : [...AUTO_ORDER[opts.workload ?? 'infer']];
   let detail = '';
   for (const name of candidates) {
     if (tf.getBackend() === name && tf.findBackend(name)) return announce(name, detail, opts);

@@ -25,7 +25,7 @@ const command: CommandModule<object, Args> = {
       .option('quiet', { type: 'boolean', default: false })
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON instead of a table' }) as never,
   handler: async (argv) => {
-    await initBackend(argv.backend);
+    await initBackend(argv.backend, { workload: 'train' });
     const r = await runDemo({
       output: argv.output,
       config: argv.config,

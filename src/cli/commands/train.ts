@@ -69,7 +69,7 @@ const command: CommandModule<object, Args> = {
       ...(argv.workers !== undefined ? { num_workers: argv.workers } : {}),
     };
     const cfg = loadConfig(argv.config, overrides);
-    await initBackend(argv.backend);
+    await initBackend(argv.backend, { workload: 'train' });
     const result = await train(cfg, { resume: argv.resume, quiet: argv.quiet });
     process.stdout.write(`${JSON.stringify(result)}\n`);
   },
