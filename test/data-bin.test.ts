@@ -1,7 +1,7 @@
 // Verification .bin sets: the three fixture pickles (py2 protocol 2, py3 protocol 4, numpy.bool_ flags at
 // protocol 5) give the expected images and issame; write -> read round trip in the py2 format; clear
 // errors for pickles that are not a .bin.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -13,6 +13,7 @@ import { pickle, PyTuple } from '../src/formats/pickle.ts';
 import { sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'arcface-bin-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
 for (const name of ['pairs_py2.bin', 'pairs_py3.bin', 'pairs_numpy_bool.bin']) {

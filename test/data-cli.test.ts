@@ -1,7 +1,7 @@
 // `arcface pack`, `pack-bin`, `inspect` run as a user runs them: folder -> pack -> the reader gives the same
 // images and labels; pairs lists (LFW and simple) -> .bin; an interrupted pack leaves nothing that looks
 // complete; bad input exits non-zero with the file named.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -16,6 +16,7 @@ import { pickle } from '../src/formats/pickle.ts';
 import { REPO_ROOT } from './helpers/fixtures.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'arcface-cli-data-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function arcface(...args: string[]): { code: number; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'src/cli/main.ts'), ...args], { cwd: REPO_ROOT, encoding: 'utf8' });

@@ -25,6 +25,7 @@ const FIX = 'rec_insightface';
 const open: DataLoader[] = [];
 after(async () => {
   for (const l of open) await l.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 async function collect(it: AsyncIterable<Batch>): Promise<Batch[]> {

@@ -1,6 +1,6 @@
 // RecordIO: the insightface and plain-key fixture packs (labels, class count, sha256 of every image),
 // writer/reader round trips (split records, shuffled .idx, no .idx) and clear errors on damaged files.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -13,6 +13,7 @@ import { iterateRecords, readIdx, RecordIOReader, RecordIOWriter, scanRecordOffs
 import { sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'arcface-rec-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
 interface Expected {
