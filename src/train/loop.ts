@@ -152,6 +152,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   let lossCount = 0;
   let finalLoss = NaN;
   const startTime = performance.now();
+  const backendKeepsHostArrays = tf.getBackend() === 'cpu' || tf.getBackend() === 'ort-cpu';
   const startStep = pos.step;
 
   let savedAt = resumed ? pos.step : -1;
@@ -199,6 +200,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     for (let epoch = pos.epoch; epoch < cfg.num_epoch && pos.step < lastStep; epoch++) {
       for await (const batch of loader.batches(epoch, { startBatch: epoch === pos.epoch ? pos.batch : 0 })) {
         const images = tf.tensor4d(batch.images, [batch.size, ...x.shape.slice(1)] as [number, number, number, number]);
+        // Backends with their own memory (wasm, tensorflow) copied the pixels: the loader may reuse the buffer.
+        if (!backendKeepsHostArrays) batch.release();
         const { value, grads } = tf.variableGrads(() => head.loss(trainForward(backbone, images, bnUpdates, { freezeBatchNorm: cfg.freeze_bn }) as tf.Tensor2D, batch.labels), [
           ...backboneVars,
           head.weight,

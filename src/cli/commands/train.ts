@@ -15,6 +15,7 @@ interface Args {
   'freeze-bn'?: boolean;
   'backbone-lr-scale'?: number;
   workers?: number;
+  'skip-corrupt'?: boolean;
   set?: string[];
   quiet?: boolean;
   backend?: string;
@@ -52,6 +53,7 @@ const command: CommandModule<object, Args> = {
       .option('freeze-bn', { type: 'boolean', describe: 'keep BatchNorm running statistics fixed' })
       .option('backbone-lr-scale', { type: 'number', describe: 'backbone lr = lr x this (fine-tuning)' })
       .option('workers', { type: 'number', describe: 'decoding threads (default: cores)' })
+      .option('skip-corrupt', { type: 'boolean', describe: 'replace undecodable images (counted on stderr) instead of stopping' })
       .option('set', { type: 'string', array: true, describe: 'override any config key: --set lr=0.05 --set num_epoch=2' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress output (the JSONL log is still written)' })
       .example('$0 train --config ms1mv3_r50 --rec data/ms1m-retinaface-t1', 'the reference recipe')
@@ -67,6 +69,7 @@ const command: CommandModule<object, Args> = {
       ...(argv['freeze-bn'] !== undefined ? { freeze_bn: argv['freeze-bn'] } : {}),
       ...(argv['backbone-lr-scale'] !== undefined ? { backbone_lr_scale: argv['backbone-lr-scale'] } : {}),
       ...(argv.workers !== undefined ? { num_workers: argv.workers } : {}),
+      ...(argv['skip-corrupt'] !== undefined ? { skip_corrupt: argv['skip-corrupt'] } : {}),
     };
     const cfg = loadConfig(argv.config, overrides);
     await initBackend(argv.backend, { workload: 'train' });
