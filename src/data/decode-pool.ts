@@ -89,7 +89,14 @@ export class DecodePool {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    // Idle workers are unref'd; waiting on an unref'd worker's exit would let the event loop run dry
+    // first (a pending top-level await then ends the process with code 13).
+    await Promise.all(
+      this.workers.map((w) => {
+        w.ref();
+        return w.terminate();
+      }),
+    );
     this.fail(new Error('decode pool closed'));
   }
 
