@@ -18,11 +18,15 @@ export interface LoadedBackbone {
 /** Finds the model.json a path refers to, looking inside run/checkpoint directories too. */
 export function resolveModelJson(p: string): string | undefined {
   if (p.endsWith('.json') && fs.existsSync(p)) return p;
-  for (const candidate of [path.join(p, MODEL_JSON), path.join(p, 'backbone', MODEL_JSON), path.join(p, 'best', 'backbone', MODEL_JSON)]) {
+  // A model dir; a training run (its final model, else its latest checkpoint); a checkpoint dir.
+  for (const candidate of [
+    path.join(p, MODEL_JSON),
+    path.join(p, 'model', MODEL_JSON),
+    path.join(p, 'checkpoint', 'backbone', MODEL_JSON),
+    path.join(p, 'backbone', MODEL_JSON),
+  ]) {
     if (fs.existsSync(candidate)) return candidate;
   }
-  const latest = path.join(p, 'latest');
-  if (fs.existsSync(path.join(latest, 'backbone', MODEL_JSON))) return path.join(latest, 'backbone', MODEL_JSON);
   return undefined;
 }
 
