@@ -10,7 +10,8 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
 import { importTorch } from '../src/convert/import-torch.ts';
 import { readNpy } from '../src/formats/npy.ts';
-import { writeTorchStateDict } from '../src/formats/torch.ts';
+import { readTorchStateDict, writeTorchStateDict } from '../src/formats/torch.ts';
+import { toStateDict } from '../src/convert/torch-mapping.ts';
 import { tapModel } from '../src/models/taps.ts';
 import { saveModel } from '../src/models/io.ts';
 import { assertFixtureClose, maxAbsDiff, nhwcToNchw } from './helpers/compare.ts';
@@ -136,3 +137,28 @@ test('a state dict that is not a backbone names the problem', () => {
   assert.match(r.stderr, /head\.pth: not an insightface IResNet or MobileFaceNet state dict \(first keys: weight\)/);
   assert.equal(fs.existsSync(path.join(tmp, 'o2')), false);
 });
+
+for (const name of ['iresnet_tiny', 'mbf']) {
+  test(`${name}: .pth export of the imported fixture equals the fixture, and imports back to the same weights`, { skip: skipUnlessFixture(name) }, () => {
+    const pth = sharedFixture(name, 'backbone.pth')!;
+    const { model } = importTorch(pth);
+    const out = path.join(tmp, `${name}-export.pth`);
+    writeTorchStateDict(out, toStateDict(model));
+    const original = readTorchStateDict(pth);
+    const exported = readTorchStateDict(out);
+    assert.deepEqual([...exported.keys()].sort(), [...original.keys()].sort());
+    for (const [key, t] of original) {
+      const e = exported.get(key)!;
+      assert.deepEqual(e.shape, t.shape, key);
+      if (key.endsWith('num_batches_tracked')) continue; // a counter, written as 0
+      assert.deepEqual(Array.from(e.data as Float32Array), Array.from(t.data as Float32Array), key);
+    }
+    const { model: again } = importTorch(out);
+    const a = model.getWeights();
+    const b = again.getWeights();
+    assert.equal(a.length, b.length);
+    a.forEach((w, i) => assert.deepEqual(Array.from(w.dataSync()), Array.from(b[i]!.dataSync())));
+    model.dispose();
+    again.dispose();
+  });
+}
