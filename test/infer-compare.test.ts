@@ -7,7 +7,6 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,17 +17,8 @@ import type { Embedder } from '../src/infer/embedder.ts';
 import { loadEmbedder } from '../src/infer/load-embedder.ts';
 import { cosineSimilarity } from '../src/infer/similarity.ts';
 import { REPO_ROOT, sharedFixture } from './helpers/fixtures.ts';
-import { FR_FEATURE_MISSING, frFeatureOnnx } from './helpers/third-party-model.ts';
+import { FR_FEATURE_MISSING, frFeatureOnnx, packageFile } from './helpers/third-party-model.ts';
 
-const require = createRequire(import.meta.url);
-function packageFile(pkg: string, rel: string): string | undefined {
-  try {
-    const p = path.join(path.dirname(require.resolve(`${pkg}/package.json`)), rel);
-    return fs.existsSync(p) ? p : undefined;
-  } catch {
-    return undefined;
-  }
-}
 const FR = frFeatureOnnx();
 const OTHER = packageFile('@vladmandic/face-api', 'demo/sample1.jpg');
 const ASTRONAUT = sharedFixture('faces', 'astronaut.png');

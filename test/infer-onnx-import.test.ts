@@ -4,9 +4,6 @@
 // embeddings through the embed pipeline.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import fs from 'node:fs';
-import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
 import { importOnnx } from '../src/convert/onnx/index.ts';
@@ -17,17 +14,8 @@ import type { RgbImage } from '../src/infer/image.ts';
 import { loadEmbedder } from '../src/infer/load-embedder.ts';
 import { cosineSimilarity } from '../src/infer/similarity.ts';
 import { sharedFixture } from './helpers/fixtures.ts';
-import { FR_FEATURE_MISSING, frFeatureOnnx } from './helpers/third-party-model.ts';
+import { FR_FEATURE_MISSING, frFeatureOnnx, packageFile } from './helpers/third-party-model.ts';
 
-const require = createRequire(import.meta.url);
-function packageFile(pkg: string, rel: string): string | undefined {
-  try {
-    const p = path.join(path.dirname(require.resolve(`${pkg}/package.json`)), rel);
-    return fs.existsSync(p) ? p : undefined;
-  } catch {
-    return undefined;
-  }
-}
 const FR = frFeatureOnnx();
 const OTHER = packageFile('@vladmandic/face-api', 'demo/sample2.jpg');
 const ASTRONAUT = sharedFixture('faces', 'astronaut.png');
