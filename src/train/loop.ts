@@ -147,7 +147,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const accumulator = cfg.gradient_acc > 1 ? new GradientAccumulator(cfg.gradient_acc) : null;
   const verification: TrainResult['verification'] = {};
   const bnUpdates: BatchNormUpdate[] = [];
-  const x = { shape: [cfg.batch_size, spec.inputSize, spec.inputSize, 3] as [number, number, number, number] };
+  const side = spec.inputSize;
   let lossSum = 0;
   let lossCount = 0;
   let finalLoss = NaN;
@@ -199,7 +199,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   try {
     for (let epoch = pos.epoch; epoch < cfg.num_epoch && pos.step < lastStep; epoch++) {
       for await (const batch of loader.batches(epoch, { startBatch: epoch === pos.epoch ? pos.batch : 0 })) {
-        const images = tf.tensor4d(batch.images, [batch.size, ...x.shape.slice(1)] as [number, number, number, number]);
+        const images = tf.tensor4d(batch.images, [batch.size, side, side, 3]);
         // Backends with their own memory (wasm, tensorflow) copied the pixels: the loader may reuse the buffer.
         if (!backendKeepsHostArrays) batch.release();
         const { value, grads } = tf.variableGrads(() => head.loss(trainForward(backbone, images, bnUpdates, { freezeBatchNorm: cfg.freeze_bn }) as tf.Tensor2D, batch.labels), [
