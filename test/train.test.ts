@@ -167,3 +167,15 @@ test('a NaN loss stops with the step and the last good checkpoint, and overwrite
     assert.ok(w.every((a) => a.every(Number.isFinite)), `checkpoint at step ${state.position.step} holds finite weights`);
   }
 });
+
+test('gradient accumulation: the optimiser steps every gradient_acc iterations, the schedule every iteration', { skip: noRec }, async () => {
+  const out = path.join(tmp, 'acc');
+  const result = await train(small(out, { gradient_acc: 2, max_steps: 4 }), { quiet: true });
+  assert.equal(result.steps, 4);
+  const state = JSON.parse(fs.readFileSync(path.join(out, 'checkpoint', 'state.json'), 'utf8'));
+  assert.equal(state.optimizer.step, 2, 'two optimiser updates for four micro-batches');
+  assert.equal(state.position.step, 4);
+  const lrs = fs.readFileSync(path.join(out, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'train').map((e) => e.lr);
+  // 72 images / batch 8 = 9 iterations per epoch, 2 epochs: lr after k scheduler steps = 0.05 (1 - k/18).
+  lrs.forEach((lr: number, i: number) => assert.ok(Math.abs(lr - 0.05 * (1 - (i + 1) / 18)) < 1e-12, `lr at step ${i + 1}: ${lr}`));
+});
