@@ -5,21 +5,13 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
 import { registerWasmGradientKernels, WASM_GRADIENT_KERNELS } from '../src/backend/wasm-grad.ts';
+import { prng } from './helpers/random-weights.ts';
 
 type Pad = 'same' | 'valid' | [[number, number], [number, number], [number, number], [number, number]];
 type Data = { values: Float32Array | Int32Array; shape: number[]; dtype: 'float32' | 'int32' };
 
 // Deterministic PRNG (mulberry32) so a failure reproduces.
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = prng;
 const rand = rng(20240603);
 const int = (lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo + 1));
 const normal = (shape: number[]): Data => {
