@@ -3,9 +3,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { loadConfig, type TrainConfig } from '../train/config.ts';
+import { loadConfig, specFromConfig, type TrainConfig } from '../train/config.ts';
 import { train, type TrainResult } from '../train/loop.ts';
-import { buildBackbone, resolveSpec } from '../models/factory.ts';
+import { buildBackbone } from '../models/factory.ts';
 import { loadModel, saveModel } from '../models/io.ts';
 import { evaluateModel, prepareVerificationSet, type SetEvaluation } from '../eval/evaluate-bin.ts';
 import { writeOnnx } from '../convert/onnx/export.ts';
@@ -70,7 +70,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const valSet = await prepareVerificationSet(path.join(dataDir, 'val.bin'), cfg.input_size);
 
   say('[2/4] verifying the untrained network on the held-out pairs ...');
-  const spec = resolveSpec({ network: cfg.network, embeddingSize: cfg.embedding_size, inputSize: cfg.input_size, ...(cfg.layers ? { layers: cfg.layers } : {}), ...(cfg.widths ? { widths: cfg.widths } : {}) });
+  const spec = specFromConfig(cfg);
   const fresh = buildBackbone(spec, { seed: cfg.seed });
   const untrained = await evaluateModel(fresh, valSet, { batchSize: cfg.val_batch_size });
   fresh.dispose();

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ArcfaceError } from '../cli/errors.ts';
+import { resolveSpec, type BackboneSpec } from '../models/factory.ts';
 
 export interface TrainConfig {
   network: string;
@@ -207,4 +208,15 @@ export function loadConfig(nameOrPath: string, overrides: Partial<Record<string,
   const missing = Object.keys(SCHEMA).filter((k) => !(k in merged));
   if (missing.length) throw new ArcfaceError(`config lacks ${missing.join(', ')} (does it extend "base"?)`, nameOrPath);
   return merged as unknown as TrainConfig;
+}
+
+/** The backbone a config describes (network name plus optional layers/widths, sizes). */
+export function specFromConfig(cfg: TrainConfig): BackboneSpec {
+  return resolveSpec({
+    network: cfg.network,
+    embeddingSize: cfg.embedding_size,
+    inputSize: cfg.input_size,
+    ...(cfg.layers ? { layers: cfg.layers } : {}),
+    ...(cfg.widths ? { widths: cfg.widths } : {}),
+  });
 }

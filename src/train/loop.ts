@@ -6,12 +6,12 @@ import * as tf from '@tensorflow/tfjs';
 import { ArcfaceError } from '../cli/errors.ts';
 import { createTrainLoader } from '../data/loader.ts';
 import { openTrainingSource } from '../data/open-source.ts';
-import { buildBackbone, resolveSpec, type BackboneSpec } from '../models/factory.ts';
+import { buildBackbone, type BackboneSpec } from '../models/factory.ts';
 import { saveModel } from '../models/io.ts';
 import { PartialFC } from '../losses/partial-fc.ts';
 import { formatAccuracyFlip } from '../eval/verification.ts';
 import { evaluateModel, prepareVerificationSet, type PreparedSet } from '../eval/evaluate-bin.ts';
-import type { TrainConfig } from './config.ts';
+import { specFromConfig, type TrainConfig } from './config.ts';
 import { applyBatchNormUpdates, trainForward, trainableVariables, type BatchNormUpdate } from './forward.ts';
 import { GradientAccumulator, TorchOptimizer } from './optimizers.ts';
 import { PolynomialLRWarmup } from './lr-schedule.ts';
@@ -63,13 +63,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   if (pretrained?.spec && pretrained.spec.network !== cfg.network) {
     process.stderr.write(`arcface: note: --init holds network "${pretrained.spec.network}"; training that (the config says "${cfg.network}")\n`);
   }
-  const spec: BackboneSpec = resumed?.spec ?? (pretrained?.spec ? { ...pretrained.spec, embeddingSize: cfg.embedding_size } : undefined) ?? resolveSpec({
-    network: cfg.network,
-    embeddingSize: cfg.embedding_size,
-    inputSize: cfg.input_size,
-    ...(cfg.layers ? { layers: cfg.layers } : {}),
-    ...(cfg.widths ? { widths: cfg.widths } : {}),
-  });
+  const spec: BackboneSpec =
+    resumed?.spec ?? (pretrained?.spec ? { ...pretrained.spec, embeddingSize: cfg.embedding_size } : undefined) ?? specFromConfig(cfg);
 
   // ---- data
   const source = openTrainingSource(cfg.rec);
