@@ -16,6 +16,7 @@ import { loadConfig } from '../src/train/config.ts';
 import { trainForward, applyBatchNormUpdates, trainableVariables, type BatchNormUpdate } from '../src/train/forward.ts';
 import { PartialFC } from '../src/losses/partial-fc.ts';
 import { TorchOptimizer } from '../src/train/optimizers.ts';
+import { compiledTimes } from '../src/backend/ort-train.ts';
 import { arg, emit, peakRssMiB, tf } from './common.ts';
 
 interface Row {
@@ -120,9 +121,15 @@ async function child(backend: string, model: string): Promise<void> {
     load1: +os.loadavg()[0]!.toFixed(2),
   };
   if (process.argv.includes('--profile')) {
+    const before = { ...compiledTimes };
+    const t = performance.now();
     const info = await tf.profile(() => {
       step();
     });
+    out.profileStepMs = +(performance.now() - t).toFixed(0);
+    const fwd = compiledTimes.forwardMs - before.forwardMs;
+    const bwd = compiledTimes.backwardMs - before.backwardMs;
+    if (fwd > 0) out.compiledGraphMs = { forward: +fwd.toFixed(0), backward: +bwd.toFixed(0) };
     const byFamily: Record<string, number> = {};
     const byKernel: Record<string, number> = {};
     for (const k of info.kernels) {

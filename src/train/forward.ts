@@ -4,6 +4,7 @@
 // final BatchNorm1d) trains its beta alone (tfjs-layers cannot train a scale-free BN at all). The
 // running-statistic updates are returned, not applied, so they happen once per step outside the tape.
 import * as tf from '@tensorflow/tfjs';
+import { compiledTrainForward, compiledTrainingEnabled } from '../backend/ort-train.ts';
 
 /** A BatchNorm layer's batch statistics from one forward pass, to fold into its running statistics. */
 export interface BatchNormUpdate {
@@ -16,6 +17,8 @@ export interface BatchNormUpdate {
 export interface TrainForwardOptions {
   /** Fine-tuning: normalise with the running statistics and leave them unchanged. */
   freezeBatchNorm?: boolean;
+  /** Run as one compiled onnxruntime op on the ort engines (default true; false: layer by layer). */
+  compiled?: boolean;
 }
 
 interface BnWeights {
@@ -134,6 +137,11 @@ function batchNormTraining(layer: tf.layers.Layer, x: tf.Tensor, updates: BatchN
  * statistics into `updates` (pass null to skip). Call inside `tf.variableGrads` for the gradients.
  */
 export function trainForward(model: tf.LayersModel, x: tf.Tensor, updates: BatchNormUpdate[] | null, opts: TrainForwardOptions = {}): tf.Tensor {
+  // On the ort engines the whole backbone is one compiled op (src/backend/ort-train.ts) where it can be.
+  if ((opts.compiled ?? true) && compiledTrainingEnabled()) {
+    const y = compiledTrainForward(model, x, updates, opts.freezeBatchNorm ?? false);
+    if (y) return y;
+  }
   const values = new Map<number, tf.Tensor>();
   values.set(model.inputs[0]!.id, x);
   for (const layer of model.layers) {
