@@ -386,12 +386,32 @@ class Compiler {
     const bName = bias ? this.param(bias, bias.trainable) : null;
 
     // tfjs kernel -> ONNX [o, c/g, kh, kw]. Dense and grouped: [kh,kw,cg,o]; depthwise: [kh,kw,c,m].
+    // Written as 2-D and single-axis transposes, which ORT runs several times faster than one 4-D permutation.
+    const kk = kh * kw;
+    const ln = layer.name;
     const toOnnx = (g: GraphBuilder, k: string): string => {
-      if (cls === 'DepthwiseConv2D') {
-        const t = g.node('Transpose', [k], `${layer.name}.w`, { perm: [2, 3, 0, 1] });
-        return this.reshape(g, t, [o, 1, kh, kw], `${layer.name}.w_oihw`);
+      const t = g.node('Transpose', [this.reshape(g, k, [kk * cg, o], `${ln}.k2`)], `${ln}.kT`, { perm: [1, 0] }); // [o, kk*cg]
+      if (cg === 1) return this.reshape(g, t, [o, 1, kh, kw], `${ln}.w_oihw`);
+      const t2 = g.node('Transpose', [this.reshape(g, t, [o, kk, cg], `${ln}.k3`)], `${ln}.kT2`, { perm: [0, 2, 1] });
+      return this.reshape(g, t2, [o, cg, kh, kw], `${ln}.w_oihw`);
+    };
+    // ONNX [o, cg, kh, kw] -> tfjs layout (the inverse of toOnnx).
+    const fromOnnx = (g: GraphBuilder, w: string): string => {
+      let t = this.reshape(g, w, [o, cg, kk], `${ln}.d3`);
+      if (cg > 1) t = g.node('Transpose', [t], `${ln}.dT2`, { perm: [0, 2, 1] });
+      const t2 = g.node('Transpose', [this.reshape(g, t, [o, kk * cg], `${ln}.d2`)], `${ln}.dT`, { perm: [1, 0] });
+      return this.reshape(g, t2, kernel.shape as number[], `${ln}.dk`);
+    };
+    // The input gradient of a stride-1 conv as a plain Conv of dy (ORT's Conv is ~25% faster than its
+    // ConvTranspose): filter flipped in space, in/out channels swapped within each group, pads k-1-p.
+    const flippedForDx = (g: GraphBuilder, k: string): string => {
+      const flip = g.node('Slice', [k, this.i64(g, 'st', [-1, -1]), this.i64(g, 'en', [-(kh + 1), -(kw + 1)]), this.i64(g, 'ax', [0, 1]), this.i64(g, 'sp', [-1, -1])], `${ln}.kflip`);
+      if (groups === 1) {
+        const t = g.node('Transpose', [this.reshape(g, flip, [kk, c, o], `${ln}.f3`)], `${ln}.fT`, { perm: [1, 2, 0] }); // [c, o, kk]
+        return this.reshape(g, t, [c, o, kh, kw], `${ln}.w_dx`);
       }
-      return g.node('Transpose', [k], `${layer.name}.w_oihw`, { perm: [3, 2, 0, 1] });
+      const t = g.node('Transpose', [this.reshape(g, flip, [kk, cg, groups, og], `${ln}.f4`)], `${ln}.fT`, { perm: [2, 1, 3, 0] }); // [g, cg, og, kk]
+      return this.reshape(g, t, [c, og, kh, kw], `${ln}.w_dx`);
     };
     const onnxPads = [pads.top, pads.left, pads.bottom, pads.right];
     const convAttrs = { kernel_shape: [kh, kw], strides: [sh, sw], pads: onnxPads, group: groups };
@@ -404,7 +424,11 @@ class Compiler {
       const dy = this.gradOf(out);
       if (!dy) return;
       const b = this.b;
-      if (base.requiresGrad) {
+      const flipPads = [kh - 1 - pads.top, kw - 1 - pads.left, kh - 1 - pads.bottom, kw - 1 - pads.right];
+      if (base.requiresGrad && sh === 1 && sw === 1 && flipPads.every((p) => p >= 0)) {
+        const dx = b.node('Conv', [dy, flippedForDx(b, this.paramB(kernel))], `${ln}.dx`, { kernel_shape: [kh, kw], pads: flipPads, group: groups });
+        this.addGrad(base, dx);
+      } else if (base.requiresGrad) {
         const endH = sh * (oh - 1) + kh - pads.top - h0;
         const endW = sw * (ow - 1) + kw - pads.left - w0;
         const dx = b.node('ConvTranspose', [dy, toOnnx(b, this.paramB(kernel))], `${layer.name}.dx`, {
@@ -420,20 +444,14 @@ class Compiler {
       let dwOnnx: string; // [o, cg, kh, kw]
       if (groups === 1 && kh === 1 && kw === 1 && pads.top + pads.left + pads.bottom + pads.right === 0) {
         dwOnnx = this.pointwiseFilterGrad(layer.name, x, dy, { n, c, o, oh, ow, sh, sw });
+      } else if (groups === 1 && (this.opts.filterGrad ?? 'unfold') === 'unfold' && n * o * c * kk > c * kk * n * oh * ow + c * n * h0 * w0 + o * n * oh * ow) {
+        dwOnnx = this.gemmFilterGrad(ln, x, dy, { n, c, h0, w0, o, oh, ow, kh, kw, sh, sw, pads });
       } else if ((this.opts.filterGrad ?? 'unfold') === 'unfold') {
         dwOnnx = this.unfoldFilterGrad(layer.name, x, dy, { n, c, o, oh, ow, kh, kw, sh, sw, pads, groups, cg, og });
       } else {
         dwOnnx = this.dilatedFilterGrad(layer.name, x, dy, { n, c, h0, w0, o, oh, ow, kh, kw, sh, sw, pads, groups, cg, og });
       }
-      // ONNX [o, cg, kh, kw] -> tfjs layout.
-      let dk: string;
-      if (cls === 'DepthwiseConv2D') {
-        const r = this.reshape(b, dwOnnx, [c, o / c, kh, kw], `${layer.name}.dw_cm`);
-        dk = b.node('Transpose', [r], `${layer.name}.dk`, { perm: [2, 3, 0, 1] });
-      } else {
-        dk = b.node('Transpose', [dwOnnx], `${layer.name}.dk`, { perm: [2, 3, 1, 0] });
-      }
-      if (kernel.trainable) this.emitParamGrad(kernel, dk);
+      if (kernel.trainable) this.emitParamGrad(kernel, fromOnnx(b, dwOnnx));
       if (bias?.trainable) this.emitParamGrad(bias, b.node('ReduceSum', [dy, this.i64(b, 'axes', [0, 2, 3])], `${layer.name}.db`, { keepdims: 0 }));
     });
     return out;
@@ -498,6 +516,36 @@ class Compiler {
     }
     const sum = parts.length === 1 ? parts[0]! : b.node('Sum', parts, `${name}.sumall`);
     return this.reshape(b, sum, [s.o, s.cg, s.kh, s.kw], `${name}.dw`);
+  }
+
+  /**
+   * Dense k x k where the per-image partial products would outweigh the activations (late stages,
+   * o > oh*ow): one GEMM over the whole batch, dy [o, (n,p)] . col [(c,tap), (n,p)]^T, the columns
+   * unfolded from x as [c*n, 1, h, w] images and transposed once.
+   */
+  private gemmFilterGrad(
+    name: string,
+    x: string,
+    dy: string,
+    s: { n: number; c: number; h0: number; w0: number; o: number; oh: number; ow: number; kh: number; kw: number; sh: number; sw: number; pads: Pads },
+  ): string {
+    const b = this.b;
+    const kk = s.kh * s.kw;
+    const p = s.oh * s.ow;
+    const onehot = new Float32Array(kk * kk);
+    for (let t = 0; t < kk; t++) onehot[t * kk + t] = 1;
+    const w = b.floatInit(`${name}.unfold_w`, [kk, 1, s.kh, s.kw], onehot);
+    const xt = this.reshape(b, b.node('Transpose', [x], `${name}.x_cn`, { perm: [1, 0, 2, 3] }), [s.c * s.n, 1, s.h0, s.w0], `${name}.x_planes`);
+    const col = b.node('Conv', [xt, w], `${name}.unfold`, {
+      kernel_shape: [s.kh, s.kw],
+      strides: [s.sh, s.sw],
+      pads: [s.pads.top, s.pads.left, s.pads.bottom, s.pads.right],
+    }); // [c*n, kk, oh, ow]
+    const colT = b.node('Transpose', [this.reshape(b, col, [s.c, s.n, kk, p], `${name}.col4`)], `${name}.colT`, { perm: [0, 2, 1, 3] });
+    const col2 = this.reshape(b, colT, [s.c * kk, s.n * p], `${name}.col2`);
+    const dy2 = this.reshape(b, b.node('Transpose', [dy], `${name}.dyT`, { perm: [1, 0, 2, 3] }), [s.o, s.n * p], `${name}.dy2`);
+    const dw = b.node('Gemm', [dy2, col2], `${name}.gemm`, { transB: 1 }); // [o, (c, tap)]
+    return this.reshape(b, dw, [s.o, s.c, s.kh, s.kw], `${name}.dw`);
   }
 
   /** Any groups: Conv of x (per-group input channel as batch) with dy as a filter dilated by the stride. */
@@ -584,14 +632,21 @@ class Compiler {
     let y = f.node('Mul', [centred ?? f.node('Sub', [x.name, mean], `${ln}.xc`), scale], `${ln}.xs`);
     if (beta) y = f.node('Add', [y, beta], ln);
     const statDims = frozen ? bshape : rank === 4 ? [1, ch, 1, 1] : [1, ch];
+    // x - mean inside the backward, shared by the recomputed output and the gradient.
+    let centredName: string | undefined;
+    const centredB = (): string => {
+      if (centredName) return centredName;
+      const b = this.b;
+      const meanB = frozen ? this.reshape(b, this.paramB(meanV), bshape, `${ln}.rmB`) : this.toB(mean, statDims);
+      return (centredName = b.node('Sub', [this.save(x), meanB], `${ln}.xcB`));
+    };
     const out: Val = {
       name: y,
       dims: x.dims,
       requiresGrad: true,
       remat: () => {
         const b = this.b;
-        const meanB = frozen ? this.reshape(b, this.paramB(meanV), bshape, `${ln}.rmR`) : this.toB(mean, statDims);
-        let r = b.node('Mul', [b.node('Sub', [this.save(x), meanB], `${ln}.xcR`), this.toB(scale, statDims)], `${ln}.xsR`);
+        let r = b.node('Mul', [centredB(), this.toB(scale, statDims)], `${ln}.xsR`);
         if (betaV) r = b.node('Add', [r, this.reshape(b, this.paramB(betaV), bshape, `${ln}.bR`)], `${ln}.yR`);
         return r;
       },
@@ -602,13 +657,12 @@ class Compiler {
       if (!dy) return;
       const b = this.b;
       const ax = this.i64(b, 'axes', axes);
-      const xs = this.save(x);
-      // Statistics: saved (small) when computed from the batch; the params when frozen.
-      const meanB = frozen ? this.reshape(b, this.paramB(meanV), bshape, `${ln}.rmB`) : this.toB(mean, statDims);
+      // Statistics: saved (small) when computed from the batch; from the params when frozen.
       const rstdB = this.toB(rstd, statDims);
-      const xhat = b.node('Mul', [b.node('Sub', [xs, meanB], `${ln}.xcB`), rstdB], `${ln}.xhat`);
+      const xc = centredB();
       const dbeta = b.node('ReduceSum', [dy, ax], `${ln}.dbeta`, { keepdims: 1 });
-      const dgamma = b.node('ReduceSum', [b.node('Mul', [dy, xhat], `${ln}.dyx`), ax], `${ln}.dgamma`, { keepdims: 1 });
+      // dgamma = sum(dy xhat) = rstd sum(dy (x - mean))
+      const dgamma = b.node('Mul', [b.node('ReduceSum', [b.node('Mul', [dy, xc], `${ln}.dyx`), ax], `${ln}.sdyx`, { keepdims: 1 }), rstdB], `${ln}.dgamma`);
       if (gammaV?.trainable) this.emitParamGrad(gammaV, this.reshape(b, dgamma, [ch], `${ln}.dg`));
       if (betaV?.trainable) this.emitParamGrad(betaV, this.reshape(b, dbeta, [ch], `${ln}.db`));
       if (!x.requiresGrad) return;
@@ -617,12 +671,13 @@ class Compiler {
       let dx: string;
       if (frozen) dx = b.node('Mul', [dy, gr], `${ln}.dx`);
       else {
-        // dx = gamma rstd (dy - mean(dy) - xhat mean(dy xhat))
-        const inv = b.floatInit('inv_n', [1], Float32Array.of(1 / count));
-        const mdy = b.node('Mul', [dbeta, inv], `${ln}.mdy`);
-        const mdyx = b.node('Mul', [dgamma, inv], `${ln}.mdyx`);
-        const t = b.node('Sub', [b.node('Sub', [dy, mdy], `${ln}.t1`), b.node('Mul', [xhat, mdyx], `${ln}.t2`)], `${ln}.t3`);
-        dx = b.node('Mul', [t, gr], `${ln}.dx`);
+        // dx = gr (dy - mean(dy) - xhat mean(dy xhat)) = dy gr + (x - mean) B + C, with the per-channel
+        // B = -gr rstd dgamma / n and C = -gr dbeta / n: four passes over the activation instead of six.
+        const negInv = b.floatInit('neg_inv_n', [1], Float32Array.of(-1 / count));
+        const bCoef = b.node('Mul', [b.node('Mul', [gr, rstdB], `${ln}.grr`), b.node('Mul', [dgamma, negInv], `${ln}.mdg`)], `${ln}.B`);
+        const cCoef = b.node('Mul', [gr, b.node('Mul', [dbeta, negInv], `${ln}.mdb`)], `${ln}.C`);
+        const t = b.node('Add', [b.node('Mul', [dy, gr], `${ln}.dyg`), b.node('Mul', [xc, bCoef], `${ln}.xcb`)], `${ln}.t`);
+        dx = b.node('Add', [t, cCoef], `${ln}.dx`);
       }
       this.addGrad(x, dx);
     });
