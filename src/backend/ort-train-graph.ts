@@ -603,34 +603,45 @@ class Compiler {
     const bshape = rank === 4 ? [ch, 1, 1] : [ch];
     const f = this.f;
     const ln = layer.name;
-    const gamma = gammaV ? this.reshape(f, this.param(gammaV, gammaV.trainable), bshape, `${ln}.g`) : null;
-    const beta = betaV ? this.reshape(f, this.param(betaV, betaV.trainable), bshape, `${ln}.b`) : null;
+    if (gammaV) this.param(gammaV, gammaV.trainable);
+    if (betaV) this.param(betaV, betaV.trainable);
     const frozen = this.opts.freezeBatchNorm ?? false;
-    let mean: string;
+    const epsInit = (g: GraphBuilder) => g.floatInit('eps', [1], Float32Array.of(eps));
+    let mean: string; // [1, c, 1, 1] (frozen: [c, 1, 1])
     let rstd: string;
-    let centred: string | undefined;
+    let meanFlat: string; // [c], BatchNormalization's inputs
+    let varFlat: string;
     if (frozen) {
-      mean = this.reshape(f, this.param(meanV, false), bshape, `${ln}.rm`);
-      const v = this.reshape(f, this.param(varV, false), bshape, `${ln}.rv`);
-      rstd = f.node('Reciprocal', [f.node('Sqrt', [f.node('Add', [v, f.floatInit('eps', [1], Float32Array.of(eps))], `${ln}.ve`)], `${ln}.sd`)], `${ln}.rstd`);
+      meanFlat = this.param(meanV, false);
+      varFlat = this.param(varV, false);
+      mean = this.reshape(f, meanFlat, bshape, `${ln}.rm`);
+      const v = this.reshape(f, varFlat, bshape, `${ln}.rv`);
+      rstd = f.node('Reciprocal', [f.node('Sqrt', [f.node('Add', [v, epsInit(f)], `${ln}.ve`)], `${ln}.sd`)], `${ln}.rstd`);
     } else {
+      // Two-pass variance (the centred sum of squares), as torch: no cancellation for large means.
       const ax = this.i64(f, 'axes', axes);
       mean = f.node('ReduceMean', [x.name, ax], `${ln}.mean`, { keepdims: 1 });
       const d = f.node('Sub', [x.name, mean], `${ln}.d`);
-      const v = f.node('ReduceMean', [f.node('Mul', [d, d], `${ln}.d2`), ax], `${ln}.var`, { keepdims: 1 });
-      rstd = f.node('Reciprocal', [f.node('Sqrt', [f.node('Add', [v, f.floatInit('eps', [1], Float32Array.of(eps))], `${ln}.ve`)], `${ln}.sd`)], `${ln}.rstd`);
+      const v = f.node('Mul', [f.node('ReduceSumSquare', [d, ax], `${ln}.ss`, { keepdims: 1 }), f.floatInit('inv_n', [1], Float32Array.of(1 / count))], `${ln}.var`);
+      rstd = f.node('Reciprocal', [f.node('Sqrt', [f.node('Add', [v, epsInit(f)], `${ln}.ve`)], `${ln}.sd`)], `${ln}.rstd`);
       const bn: GraphBatchNorm = { layer, mean: `${ln}:mean`, variance: `${ln}:var`, channels: ch, count };
       f.reserve(bn.mean);
       f.reserve(bn.variance);
       this.reshapeTo(f, mean, [ch], bn.mean);
       this.reshapeTo(f, v, [ch], bn.variance);
       this.batchNorms.push(bn);
-      centred = d;
+      meanFlat = bn.mean;
+      varFlat = bn.variance;
     }
-    // y = (x - mean) * (rstd * gamma) + beta
-    const scale = gamma ? f.node('Mul', [rstd, gamma], `${ln}.scale`) : rstd;
-    let y = f.node('Mul', [centred ?? f.node('Sub', [x.name, mean], `${ln}.xc`), scale], `${ln}.xs`);
-    if (beta) y = f.node('Add', [y, beta], ln);
+    // y = gamma (x - mean) / sqrt(var + eps) + beta in one pass: ORT's (inference) BatchNormalization.
+    const ones = (g: GraphBuilder) => g.floatInit('ones', [ch], new Float32Array(ch).fill(1));
+    const zeros = (g: GraphBuilder) => g.floatInit('zeros', [ch], new Float32Array(ch));
+    const y = f.node(
+      'BatchNormalization',
+      [x.name, gammaV ? this.paramNames.get(gammaV)! : ones(f), betaV ? this.paramNames.get(betaV)! : zeros(f), meanFlat, varFlat],
+      ln,
+      { epsilon: { float: eps } },
+    );
     const statDims = frozen ? bshape : rank === 4 ? [1, ch, 1, 1] : [1, ch];
     // x - mean inside the backward, shared by the recomputed output and the gradient.
     let centredName: string | undefined;
@@ -646,9 +657,13 @@ class Compiler {
       requiresGrad: true,
       remat: () => {
         const b = this.b;
-        let r = b.node('Mul', [centredB(), this.toB(scale, statDims)], `${ln}.xsR`);
-        if (betaV) r = b.node('Add', [r, this.reshape(b, this.paramB(betaV), bshape, `${ln}.bR`)], `${ln}.yR`);
-        return r;
+        const stat = (name: string, v: tf.LayerVariable) => (frozen ? this.paramB(v) : this.toB(name, [ch]));
+        return b.node(
+          'BatchNormalization',
+          [this.save(x), gammaV ? this.paramB(gammaV) : ones(b), betaV ? this.paramB(betaV) : zeros(b), stat(meanFlat, meanV), stat(varFlat, varV)],
+          `${ln}.yR`,
+          { epsilon: { float: eps } },
+        );
       },
     };
 

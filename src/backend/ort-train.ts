@@ -19,10 +19,15 @@ interface Compiled {
   graphs: TrainingGraphs;
   forward: OrtSession;
   backward: OrtSession;
+  /** Saved-activation buffers free for the next forward (returned by each backward). */
+  pool: Map<string, Float32Array>[];
 }
 
 /** Milliseconds spent in the compiled graphs since the process started (bench/train.ts's profile). */
 export const compiledTimes = { forwardMs: 0, backwardMs: 0 };
+
+/** Networks with more weight than this (r50 and up) run their compiled graphs without ORT's arena. */
+const ARENA_MAX_PARAM_BYTES = 128 * 2 ** 20;
 
 const cache = new WeakMap<tf.LayersModel, Map<string, Compiled | UnsupportedLayerError>>();
 
@@ -41,10 +46,14 @@ function compiled(model: tf.LayersModel, batch: number, frozen: boolean): Compil
   if (!c) {
     try {
       const graphs = compileTrainingGraphs(model, { batch, freezeBatchNorm: frozen, filterGrad: (process.env.ARCFACE_FILTER_GRAD as 'unfold' | 'dilated' | undefined) ?? undefined });
-      // No memory arena: it would keep each graph's peak (GBs for r50) reserved between steps; freed
-      // buffers go back to the allocator instead, at no measured cost in speed (bench/train.ts).
-      const opts = { arena: false };
-      c = { graphs, forward: new OrtSession(graphs.forward, opts), backward: new OrtSession(graphs.backward, opts) };
+      // ORT's arena keeps each graph's peak reserved between steps: it saves the page faults of
+      // re-touching fresh memory every step (mbf b32: 2x faster with it), but costs GBs of RSS on
+      // the big-weight networks whose steps are conv-bound anyway (r50 b16: same speed, 1.3 GB less
+      // without). ARCFACE_ORT_ARENA=1/0 forces it.
+      const env = process.env.ARCFACE_ORT_ARENA;
+      const paramBytes = graphs.params.reduce((a, p) => a + 4 * p.variable.shape.reduce((x: number, y) => x * (y ?? 1), 1), 0);
+      const opts = { arena: env === '1' || (env !== '0' && paramBytes < ARENA_MAX_PARAM_BYTES) };
+      c = { graphs, forward: new OrtSession(graphs.forward, opts), backward: new OrtSession(graphs.backward, opts), pool: [] };
     } catch (e) {
       if (!(e instanceof UnsupportedLayerError)) throw e;
       c = e;
@@ -72,9 +81,38 @@ export function compiledTrainingUnsupported(model: tf.LayersModel, batch: number
   return c instanceof UnsupportedLayerError ? c.message : null;
 }
 
-function f32(t: tf.Tensor): Float32Array {
+/** The wasm backend's zero-copy heap access (BackendWasm is not exported as a type). */
+interface HeapBackend extends tf.KernelBackend {
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
+  makeOutput(shape: number[], dtype: 'float32'): tf.TensorInfo;
+}
+
+const isHeap = (b: tf.KernelBackend): b is HeapBackend => typeof (b as Partial<HeapBackend>).typedArrayFromHeap === 'function';
+
+/**
+ * A tensor's float32 data without copying: a view of the wasm heap (valid until the heap next grows:
+ * take views only after the last allocation), or the cpu backend's own array.
+ */
+function view(t: tf.Tensor): Float32Array {
+  const backend = tf.backend();
+  if (isHeap(backend)) return backend.typedArrayFromHeap(t);
   const d = t.dataSync();
   return d instanceof Float32Array ? d : Float32Array.from(d as ArrayLike<number>);
+}
+
+/** New tensors of `shapes` on the active backend, with arrays ORT can write straight into. */
+function outputs(shapes: number[][]): { tensors: tf.Tensor[]; arrays: () => Float32Array[] } {
+  const backend = tf.backend();
+  if (isHeap(backend)) {
+    const infos = shapes.map((s) => backend.makeOutput(s, 'float32'));
+    return {
+      tensors: infos.map((i) => tf.engine().makeTensorFromTensorInfo(i, backend)),
+      arrays: () => infos.map((i) => backend.typedArrayFromHeap(i)),
+    };
+  }
+  // cpu: the tensor adopts the array (no copy).
+  const arrays = shapes.map((s) => new Float32Array(s.reduce((a, b) => a * b, 1)));
+  return { tensors: arrays.map((a, i) => tf.tensor(a, shapes[i]!)), arrays: () => arrays };
 }
 
 /**
@@ -95,24 +133,34 @@ export function compiledTrainForward(
   const fixed = graphs.params.filter((p) => !p.trainable);
   const inputs = [x, ...trainable.map((p) => p.variable.read())];
   const backwardReads = new Set(graphs.backwardInputs);
+  const gradName = `grad:${graphs.output.name}`;
 
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const ts = args.slice(0, inputs.length) as tf.Tensor[];
+    const paramTensors = new Map<string, tf.Tensor>();
+    trainable.forEach((p, i) => paramTensors.set(p.name, ts[i + 1]!));
+    for (const p of fixed) paramTensors.set(p.name, p.variable.read());
+    // Allocate the output first (it may grow the wasm heap), then take views.
+    const y = outputs([graphs.output.dims]);
     const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = {
-      [graphs.input.name]: { data: f32(ts[0]!), dims: graphs.input.dims },
+      [graphs.input.name]: { data: view(ts[0]!), dims: graphs.input.dims },
     };
-    trainable.forEach((p, i) => (feeds[p.name] = { data: f32(ts[i + 1]!), dims: p.variable.shape as number[] }));
-    for (const p of fixed) feeds[p.name] = { data: f32(p.variable.read()), dims: p.variable.shape as number[] };
-    const outputs: Record<string, { data?: Float32Array; dims: readonly number[] }> = { [graphs.output.name]: { dims: graphs.output.dims } };
+    for (const [name, t] of paramTensors) feeds[name] = { data: view(t), dims: t.shape };
+    const outs: Record<string, { data?: Float32Array; dims: readonly number[] }> = { [graphs.output.name]: { data: y.arrays()[0]!, dims: graphs.output.dims } };
     for (const bn of graphs.batchNorms) {
-      outputs[bn.mean] = { dims: [bn.channels] };
-      outputs[bn.variance] = { dims: [bn.channels] };
+      outs[bn.mean] = { dims: [bn.channels] };
+      outs[bn.variance] = { dims: [bn.channels] };
     }
-    // Saved activations go straight into arrays we own: ORT writes them in place instead of into its
-    // arena (which would otherwise hold a second copy of every saved activation between steps).
-    for (const s of graphs.saved) outputs[s.name] = { data: new Float32Array(s.size), dims: s.dims };
+    // Saved activations go straight into arrays we own (reused step after step): ORT writes them in
+    // place instead of into its arena, and no GBs of garbage build up between collections.
+    const buffers = c.pool.pop() ?? new Map<string, Float32Array>();
+    for (const s of graphs.saved) {
+      let buf = buffers.get(s.name);
+      if (!buf) buffers.set(s.name, (buf = new Float32Array(s.size)));
+      outs[s.name] = { data: buf, dims: s.dims };
+    }
     const t0 = performance.now();
-    const out = c.forward.run(feeds, outputs);
+    const out = c.forward.run(feeds, outs);
     compiledTimes.forwardMs += performance.now() - t0;
     if (updates) {
       for (const bn of graphs.batchNorms) {
@@ -123,23 +171,24 @@ export function compiledTrainForward(
         updates.push({ layer: bn.layer, mean: tf.keep(tf.tensor1d(out[bn.mean]!)), variance: tf.keep(tf.tensor1d(unbiased)) });
       }
     }
-    // The backward's inputs: saved activations and the weights, held until the gradient runs once.
-    let held: Record<string, { data: Float32Array; dims: readonly number[] }> | null = {};
-    for (const s of graphs.saved) held[s.name] = { data: out[s.name]!, dims: s.dims };
-    for (const [k, v] of Object.entries(feeds)) if (backwardReads.has(k)) held[k] = v;
-    const value = tf.tensor(out[graphs.output.name]!, graphs.output.dims);
+    let held: Map<string, Float32Array> | null = buffers;
     return {
-      value,
+      value: y.tensors[0]!,
       gradFunc: (dy: tf.Tensor) => {
         if (!held) throw new Error('compiled backbone: the gradient of one forward pass was asked for twice');
-        const bfeeds = { ...held, [`grad:${graphs.output.name}`]: { data: f32(dy), dims: graphs.output.dims } };
-        held = null;
-        const want: Record<string, { dims: readonly number[] }> = {};
-        for (const p of trainable) want[`grad:${p.name}`] = { dims: p.variable.shape as number[] };
+        const grads = outputs(trainable.map((p) => p.variable.shape as number[]));
+        const bfeeds: Record<string, { data: Float32Array; dims: readonly number[] }> = { [gradName]: { data: view(dy), dims: graphs.output.dims } };
+        for (const s of graphs.saved) bfeeds[s.name] = { data: held.get(s.name)!, dims: s.dims };
+        for (const [name, t] of paramTensors) if (backwardReads.has(name)) bfeeds[name] = { data: view(t), dims: t.shape };
+        const arrays = grads.arrays();
+        const want: Record<string, { data: Float32Array; dims: readonly number[] }> = {};
+        trainable.forEach((p, i) => (want[`grad:${p.name}`] = { data: arrays[i]!, dims: p.variable.shape as number[] }));
         const t1 = performance.now();
-        const g = c.backward.run(bfeeds, want);
+        c.backward.run(bfeeds, want);
         compiledTimes.backwardMs += performance.now() - t1;
-        return [tf.zerosLike(ts[0]!), ...trainable.map((p) => tf.tensor(g[`grad:${p.name}`]!, p.variable.shape as number[]))];
+        c.pool.push(held);
+        held = null;
+        return [tf.zerosLike(ts[0]!), ...grads.tensors];
       },
     };
   });
