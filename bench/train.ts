@@ -1,6 +1,8 @@
 // Training throughput (samples/s), GFLOP/s and peak RSS per backend and model, one JSON line per row:
-//   node --import tsx bench/train.ts [--models tiny,tiny64,r18,r50,mbf] [--backends ort,wasm,cpu] [--seconds 20]
-//        [--budget 300] [--profile]
+//   node --import tsx bench/train.ts [--models tiny,tiny64,r18,r50,r100,mbf] [--backends ort,wasm,cpu] [--seconds 20]
+//        [--budget 300] [--profile] [--batch N] [--steps N]
+// Default batches are the issue's table: 16 (r18, r50), 8 (r100), 32 (mbf), the config's (tiny). --steps N
+// runs exactly N steps and adds `steady`: numTensors and RSS at every tenth of them.
 // The step is src/train/loop.ts's: trainForward + PartialFC (ArcFace over 1,000 classes; `tiny` uses
 // its config's CosFace head) + TorchOptimizer SGD (momentum 0.9, wd 5e-4), on random images. Each row
 // runs in its own process (peak RSS is per process; an out-of-memory row cannot take the others down);
@@ -39,7 +41,8 @@ function rowFor(model: string): Row {
       margin: { s: c.scale, m1, m2, m3 },
     };
   }
-  const batch = Number(arg('batch', model === 'mbf' ? '32' : '16'));
+  // The issue's table: mbf at 32, r100 at 8 (the memory row), the rest at 16.
+  const batch = Number(arg('batch', model === 'mbf' ? '32' : model === 'r100' ? '8' : '16'));
   return { model, spec: { network: model }, batch, margin: arcface };
 }
 
@@ -101,10 +104,20 @@ async function child(backend: string, model: string): Promise<void> {
   const times: number[] = [];
   let loss = NaN;
   const start = performance.now();
-  while (times.length < 3 || (performance.now() - start < seconds * 1000 && times.length < 200)) {
+  // --steps N: exactly N steps, sampling numTensors and RSS at each tenth (the steady-state check).
+  const fixedSteps = Number(arg('steps', '0'));
+  const rssMiB = () => Math.round(process.memoryUsage().rss / 2 ** 20);
+  const samples: Record<string, number>[] = [];
+  const mib = (x: number) => Math.round(x / 2 ** 20);
+  const wasmHeap = () => mib((tf.backend() as unknown as { wasm?: { HEAPU8: Uint8Array } }).wasm?.HEAPU8.length ?? 0);
+  while (fixedSteps ? times.length < fixedSteps : times.length < 3 || (performance.now() - start < seconds * 1000 && times.length < 200)) {
     const t = performance.now();
     loss = step();
     times.push(performance.now() - t);
+    if (fixedSteps && (times.length === 1 || times.length % Math.max(1, Math.floor(fixedSteps / 10)) === 0)) {
+      const m = process.memoryUsage();
+      samples.push({ step: times.length, numTensors: tf.memory().numTensors, rssMiB: rssMiB(), wasmHeapMiB: wasmHeap(), jsHeapMiB: mib(m.heapUsed), externalMiB: mib(m.external) });
+    }
   }
   times.sort((a, b) => a - b);
   const ms = times[Math.floor(times.length / 2)]!;
@@ -120,6 +133,7 @@ async function child(backend: string, model: string): Promise<void> {
     peakRssMiB: peakRssMiB(),
     load1: +os.loadavg()[0]!.toFixed(2),
   };
+  if (fixedSteps) out.steady = samples;
   if (process.argv.includes('--profile')) {
     const before = { ...compiledTimes };
     const t = performance.now();
@@ -145,11 +159,17 @@ async function child(backend: string, model: string): Promise<void> {
 }
 
 function parent(): void {
-  const models = (arg('models', 'tiny,tiny64,r18,r50,mbf') ?? '').split(',');
+  const models = (arg('models', 'tiny,tiny64,r18,r50,r100,mbf') ?? '').split(',');
   const backends = (arg('backends', 'ort,wasm,cpu') ?? '').split(',');
   const budget = Number(arg('budget', '300'));
   const self = fileURLToPath(import.meta.url);
-  const pass = ['--seconds', arg('seconds', '20')!, ...(process.argv.includes('--profile') ? ['--profile'] : [])];
+  const pass = [
+    '--seconds',
+    arg('seconds', '20')!,
+    ...(process.argv.includes('--profile') ? ['--profile'] : []),
+    ...(arg('batch', '') ? ['--batch', arg('batch', '')!] : []),
+    ...(arg('steps', '') ? ['--steps', arg('steps', '')!] : []),
+  ];
   for (const backend of backends) {
     for (const model of models) {
       const r = spawnSync(process.execPath, ['--import', 'tsx', self, '--child', backend, model, ...pass], {
