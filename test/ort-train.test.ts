@@ -90,6 +90,16 @@ for (const engine of ['ort', 'ort-cpu']) {
     }
   });
 
+  test(`${engine}, compiled memory-lean (r50 and up: PReLU outputs recomputed, no arena): gradients equal the cpu backend's`, async () => {
+    const cpu = await gradients('cpu', IRESNET, 3);
+    process.env.ARCFACE_ORT_LEAN = '1';
+    try {
+      assertClose(await gradients(engine, IRESNET, 3), cpu);
+    } finally {
+      delete process.env.ARCFACE_ORT_LEAN;
+    }
+  });
+
   test(`${engine}, compiled: frozen BN (fine-tuning) gradients equal the cpu backend's, batch 1 and 5`, async () => {
     for (const batch of [1, 5]) {
       for (const spec of [IRESNET, MBF]) {

@@ -20,6 +20,9 @@ import { GraphBuilder } from '../convert/onnx/export-builder.ts';
 
 const OPSET = 18;
 
+/** BatchNormalization as a plain affine map: var = 1 - eps, so sqrt(var + eps) is exactly 1 (a power of two). */
+const AFFINE_EPS = 2 ** -10;
+
 /** Largest unfolded (im2col) matrix the filter gradient builds at once; bigger batches go in chunks. */
 const UNFOLD_CHUNK_BYTES = 128 * 2 ** 20;
 
@@ -79,6 +82,7 @@ interface Val {
    * PReLU outputs: a few element-wise passes instead of keeping another full activation alive).
    */
   remat?: () => string;
+  rematKind?: 'bn' | 'prelu';
   /** A ZeroPadding2D not materialised yet: a following conv takes it as its own pads. */
   pads?: { top: number; bottom: number; left: number; right: number; base: Val };
 }
@@ -101,8 +105,11 @@ export interface CompileOptions {
   batch: number;
   /** Fine-tuning: BatchNorm uses (and does not update) its running statistics. */
   freezeBatchNorm?: boolean;
-  /** Recompute BN and PReLU outputs in the backward instead of saving them (default true: ~half the memory). */
-  recompute?: boolean;
+  /**
+   * Which outputs the backward recomputes instead of the forward saving them: 'bn' (default: BN outputs,
+   * one pass each), 'all' (PReLU outputs too: ~3 passes each in ORT, for the least memory), 'none'.
+   */
+  recompute?: 'bn' | 'all' | 'none';
   /** Filter-gradient method for k x k convs (default 'unfold'; 'dilated' is measured slower). */
   filterGrad?: 'unfold' | 'dilated';
 }
@@ -220,7 +227,8 @@ class Compiler {
 
   /** Forward value v inside the backward graph: recomputed where cheap, else saved by the forward. */
   private save(v: Val): string {
-    if (!v.remat || this.opts.recompute === false) return this.toB(v.name, v.dims);
+    const mode = this.opts.recompute ?? 'bn';
+    if (!v.remat || mode === 'none' || (mode === 'bn' && v.rematKind !== 'bn')) return this.toB(v.name, v.dims);
     let name = this.rematerialised.get(v.name);
     if (!name) {
       name = v.remat();
@@ -655,6 +663,7 @@ class Compiler {
       name: y,
       dims: x.dims,
       requiresGrad: true,
+      rematKind: 'bn',
       remat: () => {
         const b = this.b;
         const stat = (name: string, v: tf.LayerVariable) => (frozen ? this.paramB(v) : this.toB(name, [ch]));
@@ -691,8 +700,16 @@ class Compiler {
         const negInv = b.floatInit('neg_inv_n', [1], Float32Array.of(-1 / count));
         const bCoef = b.node('Mul', [b.node('Mul', [gr, rstdB], `${ln}.grr`), b.node('Mul', [dgamma, negInv], `${ln}.mdg`)], `${ln}.B`);
         const cCoef = b.node('Mul', [gr, b.node('Mul', [dbeta, negInv], `${ln}.mdb`)], `${ln}.C`);
-        const t = b.node('Add', [b.node('Mul', [dy, gr], `${ln}.dyg`), b.node('Mul', [xc, bCoef], `${ln}.xcb`)], `${ln}.t`);
-        dx = b.node('Add', [t, cCoef], `${ln}.dx`);
+        // dy gr + C as one pass: an inference BatchNormalization with mean 0 and var 1 - eps is the
+        // per-channel affine map (ORT runs every element-wise op at memory speed: passes are the cost).
+        const flat = (t: string, name: string) => this.reshape(b, t, [ch], name);
+        const affine = b.node(
+          'BatchNormalization',
+          [dy, flat(gr, `${ln}.grF`), flat(cCoef, `${ln}.CF`), zeros(b), b.floatInit('one_minus_eps', [ch], new Float32Array(ch).fill(1 - AFFINE_EPS))],
+          `${ln}.dyg`,
+          { epsilon: { float: AFFINE_EPS } },
+        );
+        dx = b.node('Add', [affine, b.node('Mul', [xc, bCoef], `${ln}.xcb`)], `${ln}.dx`);
       }
       this.addGrad(x, dx);
     });
@@ -716,6 +733,7 @@ class Compiler {
       name: y,
       dims: x.dims,
       requiresGrad: true,
+      rematKind: 'prelu',
       remat: () => this.b.node('PRelu', [this.save(x), this.reshape(this.b, this.paramB(alphaV), bshape, `${ln}.aR`)], `${ln}.yR`),
     };
     this.tape.push(() => {

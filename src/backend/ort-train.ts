@@ -26,8 +26,8 @@ interface Compiled {
 /** Milliseconds spent in the compiled graphs since the process started (bench/train.ts's profile). */
 export const compiledTimes = { forwardMs: 0, backwardMs: 0 };
 
-/** Networks with more weight than this (r50 and up) run their compiled graphs without ORT's arena. */
-const ARENA_MAX_PARAM_BYTES = 128 * 2 ** 20;
+/** Networks with at least this much weight (r50 and up; r18 has 92 MB) train memory-lean. */
+const LEAN_MIN_WEIGHT_BYTES = 128 * 2 ** 20;
 
 const cache = new WeakMap<tf.LayersModel, Map<string, Compiled | UnsupportedLayerError>>();
 
@@ -45,14 +45,17 @@ function compiled(model: tf.LayersModel, batch: number, frozen: boolean): Compil
   let c = perModel.get(key);
   if (!c) {
     try {
-      const graphs = compileTrainingGraphs(model, { batch, freezeBatchNorm: frozen, filterGrad: (process.env.ARCFACE_FILTER_GRAD as 'unfold' | 'dilated' | undefined) ?? undefined });
-      // ORT's arena keeps each graph's peak reserved between steps: it saves the page faults of
-      // re-touching fresh memory every step (mbf b32: 2x faster with it), but costs GBs of RSS on
-      // the big-weight networks whose steps are conv-bound anyway (r50 b16: same speed, 1.3 GB less
-      // without). ARCFACE_ORT_ARENA=1/0 forces it.
+      // Big-weight networks (r50 and up) run memory-lean: their steps are conv-bound, so recomputing
+      // PReLU outputs and running without ORT's arena cost little time (r50 b16: same speed, ~1.3 GB
+      // less RSS without the arena). Small ones (r18, mbf) keep both: ORT's arena saves re-faulting
+      // fresh pages every step (mbf b32: 2x faster), and a recomputed PReLU is 3 memory passes.
+      // ARCFACE_ORT_LEAN=1/0 and ARCFACE_ORT_ARENA=1/0 force either.
+      const weightBytes = model.trainableWeights.reduce((a, w) => a + 4 * w.shape.reduce((x: number, y) => x * (y ?? 1), 1), 0);
+      const leanEnv = process.env.ARCFACE_ORT_LEAN;
+      const lean = leanEnv === '1' || (leanEnv !== '0' && weightBytes >= LEAN_MIN_WEIGHT_BYTES);
+      const graphs = compileTrainingGraphs(model, { batch, freezeBatchNorm: frozen, recompute: lean ? 'all' : 'bn' });
       const env = process.env.ARCFACE_ORT_ARENA;
-      const paramBytes = graphs.params.reduce((a, p) => a + 4 * p.variable.shape.reduce((x: number, y) => x * (y ?? 1), 1), 0);
-      const opts = { arena: env === '1' || (env !== '0' && paramBytes < ARENA_MAX_PARAM_BYTES) };
+      const opts = { arena: env === '1' || (env !== '0' && !lean) };
       c = { graphs, forward: new OrtSession(graphs.forward, opts), backward: new OrtSession(graphs.backward, opts), pool: [] };
     } catch (e) {
       if (!(e instanceof UnsupportedLayerError)) throw e;
