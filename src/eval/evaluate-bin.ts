@@ -3,6 +3,7 @@
 // eval mode, XNorm over both, flip-sum, 10-fold accuracy, TAR@FAR.
 import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';
+import { compileIfEnabled, type CompiledBackbone } from '../backend/ort-infer.ts';
 import { ArcfaceError } from '../cli/errors.ts';
 import { readBin } from '../data/bin-set.ts';
 import { decodeImage, resizeRgb } from '../data/decode.ts';
@@ -78,6 +79,11 @@ export interface EvaluateOptions {
   batchSize?: number;
   folds?: number;
   farTarget?: number;
+  /**
+   * The model's compiled onnxruntime form to run (src/backend/ort-infer.ts; the caller disposes it), or
+   * null for model.predict. Default: compiled for this call where the active backend is an ort engine.
+   */
+  compiled?: CompiledBackbone | null;
 }
 
 export interface SetEvaluation {
@@ -104,9 +110,16 @@ export function modelInputSize(model: tf.LayersModel): number {
 /**
  * Raw embeddings of every image, original (`flip` false) or mirrored. Batches as the reference's
  * callback: the last partial batch re-runs the final full window and keeps its tail, so every forward
- * pass has the same batch size.
+ * pass has the same batch size. `compiled`: the model's compiled onnxruntime form, run instead of
+ * model.predict (src/backend/ort-infer.ts).
  */
-export async function embedSet(model: tf.LayersModel, set: PreparedSet, flip: boolean, batchSize = 10): Promise<{ embeddings: Float32Array; dim: number }> {
+export async function embedSet(
+  model: tf.LayersModel,
+  set: PreparedSet,
+  flip: boolean,
+  batchSize = 10,
+  compiled?: CompiledBackbone | null,
+): Promise<{ embeddings: Float32Array; dim: number }> {
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new ArcfaceError(`batch size must be a positive integer, got ${batchSize}`);
   const size = modelInputSize(model);
   if (size !== set.size) throw new ArcfaceError(`images were prepared at ${set.size}x${set.size} but the model takes ${size}x${size}`, set.file);
@@ -120,21 +133,24 @@ export async function embedSet(model: tf.LayersModel, set: PreparedSet, flip: bo
     const start = Math.max(0, bb - batchSize);
     const count = bb - start;
     for (let i = 0; i < count; i++) writeNormalised(set.pixels.subarray((start + i) * px, (start + i + 1) * px), size, size, input, i * px, flip);
-    const y = tf.tidy(() => {
-      const r = model.predict(tf.tensor4d(input.subarray(0, count * px), [count, size, size, 3]), { batchSize: count });
-      return Array.isArray(r) ? r[0] : r;
-    });
     let values: Float32Array;
-    try {
-      if (y.shape.length !== 2) throw new ArcfaceError(`the model's output is ${JSON.stringify(y.shape)}; expected [batch, embedding]`);
-      values = (await y.data()) as Float32Array;
-    } finally {
-      y.dispose();
-    }
-    if (!out) {
+    if (compiled) {
+      values = compiled.run(input.subarray(0, count * px), count);
+      dim = compiled.outputSize;
+    } else {
+      const y = tf.tidy(() => {
+        const r = model.predict(tf.tensor4d(input.subarray(0, count * px), [count, size, size, 3]), { batchSize: count });
+        return Array.isArray(r) ? r[0] : r;
+      });
+      try {
+        if (y.shape.length !== 2) throw new ArcfaceError(`the model's output is ${JSON.stringify(y.shape)}; expected [batch, embedding]`);
+        values = (await y.data()) as Float32Array;
+      } finally {
+        y.dispose();
+      }
       dim = y.shape[1]!;
-      out = new Float32Array(n * dim);
     }
+    out ??= new Float32Array(n * dim);
     out.set(values.subarray((ba - start) * dim), ba * dim);
     ba = bb;
   }
@@ -145,8 +161,18 @@ export async function embedSet(model: tf.LayersModel, set: PreparedSet, flip: bo
 export async function evaluateModel(model: tf.LayersModel, set: PreparedSet, opts: EvaluateOptions = {}): Promise<SetEvaluation> {
   const folds = opts.folds ?? 10;
   if (set.pairs < folds) throw new ArcfaceError(`${set.pairs} pairs cannot be split into ${folds} folds`, set.file);
-  const original = await embedSet(model, set, false, opts.batchSize);
-  const flipped = await embedSet(model, set, true, opts.batchSize);
+  // On the ort engines: one compiled onnxruntime graph for both passes, compiled from the weights as they
+  // are now (never cached: training evaluates the same model object after every few hundred steps).
+  const own = opts.compiled === undefined ? compileIfEnabled(model, { cache: false }) : null;
+  const compiled = opts.compiled ?? own;
+  let original: { embeddings: Float32Array; dim: number };
+  let flipped: { embeddings: Float32Array; dim: number };
+  try {
+    original = await embedSet(model, set, false, opts.batchSize, compiled);
+    flipped = await embedSet(model, set, true, opts.batchSize, compiled);
+  } finally {
+    own?.dispose();
+  }
   const { embeddings, xnorm } = flipSumEmbeddings(original.embeddings, flipped.embeddings, original.dim);
   const result = evaluateVerification(embeddings, original.dim, set.issame, { folds, farTarget: opts.farTarget });
   const { tar, far, threshold, farTarget } = result.tarAtFar;

@@ -1,5 +1,6 @@
 // Embedding with a tfjs layers model (a saved directory, or a `.pth` imported on the fly). Input NHWC.
 import * as tf from '@tensorflow/tfjs';
+import { compileIfEnabled, type CompiledBackbone } from '../backend/ort-infer.ts';
 import { ArcfaceError } from '../cli/errors.ts';
 import { importTorch } from '../convert/import-torch.ts';
 import { loadModel, ModelFileError } from '../models/io.ts';
@@ -20,6 +21,9 @@ export function tfjsEmbedder(model: tf.LayersModel, file: string, format: 'tfjs'
   // Models imported from ONNX graphs with the normalisation inside take raw pixels.
   const meta = model.getUserDefinedMetadata() as { onnx?: { normalisationBuiltIn?: boolean } } | undefined;
   const rawInput = meta?.onnx?.normalisationBuiltIn === true;
+  // On the ort engines the backbone runs as one compiled onnxruntime graph (src/backend/ort-infer.ts),
+  // compiled at the first call; elsewhere, or for a model the exporter cannot express, model.predict.
+  let compiled: CompiledBackbone | null | undefined;
   return {
     file,
     format,
@@ -29,6 +33,11 @@ export function tfjsEmbedder(model: tf.LayersModel, file: string, format: 'tfjs'
     maxBatch: Infinity,
     async embed(crops: RgbImage[]): Promise<Float32Array[]> {
       if (crops.length === 0) return [];
+      if (compiled === undefined) compiled = compileIfEnabled(model, { cache: false });
+      if (compiled) {
+        const flat = compiled.run(inputTensorData(crops, inputSize, 'nhwc', rawInput), crops.length);
+        return crops.map((_, i) => flat.slice(i * embeddingSize, (i + 1) * embeddingSize));
+      }
       const y = tf.tidy(() => {
         const x = tf.tensor4d(inputTensorData(crops, inputSize, 'nhwc', rawInput), [crops.length, inputSize, inputSize, 3]);
         const o = model.predict(x);
@@ -39,6 +48,7 @@ export function tfjsEmbedder(model: tf.LayersModel, file: string, format: 'tfjs'
       return crops.map((_, i) => flat.slice(i * embeddingSize, (i + 1) * embeddingSize));
     },
     async dispose() {
+      compiled?.dispose();
       model.dispose();
     },
   };

@@ -15,6 +15,7 @@ interface Args {
   opset?: number;
   'fold-bn'?: boolean;
   'embed-normalization'?: boolean;
+  'ort-cpu'?: boolean;
   backend?: string;
 }
 
@@ -29,7 +30,9 @@ const command: CommandModule<object, Args> = {
       .option('opset', { type: 'number', default: 11, describe: 'ONNX opset (9-17)' })
       .option('fold-bn', { type: 'boolean', default: false, describe: 'ONNX: fold BatchNorm into the preceding conv' })
       .option('embed-normalization', { type: 'boolean', default: false, describe: 'ONNX: take raw 0..255 RGB input' })
+      .option('ort-cpu', { type: 'boolean', default: false, describe: "ONNX: rewrite PReLU for onnxruntime's CPU engine (same outputs, up to 2x faster there)" })
       .example('$0 export --format onnx --model runs/tiny --out tiny.onnx', 'serve a trained model with onnxruntime')
+      .example('$0 export --format onnx --model models/r50 --opset 13 --fold-bn --ort-cpu --out r50.onnx', 'fastest on onnxruntime CPU')
       .example('$0 export --format pth --model runs/r50 --out backbone.pth', 'continue in insightface') as never,
   handler: async (argv) => {
     await initBackend(argv.backend);
@@ -42,7 +45,7 @@ const command: CommandModule<object, Args> = {
       } else {
         const { writeOnnx } = await import('../../convert/onnx/export.ts');
         if (argv.opset! < 9 || argv.opset! > 17) throw new ArcfaceError(`--opset ${argv.opset} is outside 9-17`);
-        writeOnnx(argv.out, model, { opset: argv.opset, foldBatchNorm: argv['fold-bn'], embedNormalization: argv['embed-normalization'], spec });
+        writeOnnx(argv.out, model, { opset: argv.opset, foldBatchNorm: argv['fold-bn'], embedNormalization: argv['embed-normalization'], ortCpu: argv['ort-cpu'], spec });
       }
     } finally {
       model.dispose();

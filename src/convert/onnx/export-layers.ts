@@ -35,6 +35,13 @@ interface Value {
 
 export interface WalkOptions {
   foldBatchNorm: boolean;
+  /**
+   * Write a per-channel PReLU as `y + (1 - alpha) * Relu(-y)`, the two per-channel scalings as
+   * BatchNormalization nodes (mean 0, variance 1, epsilon 0: an exact multiply). onnxruntime's CPU
+   * NCHWc transformer keeps that in its blocked layout and fuses the pieces into its convolutions,
+   * where a PRelu node forces a layout reorder around it and runs a slow broadcast kernel.
+   */
+  preluAsRelu?: boolean;
   /** Where the model input already lives in the graph (after any embedded normalisation). */
   inputName: string;
   /** Label for error messages. */
@@ -183,6 +190,7 @@ class Walker {
       case 'PReLU': {
         const x = one();
         const { slope, dims } = preluSlope(weightOf(layer, 'alpha')!);
+        if (this.opts.preluAsRelu && dims.length === 3 && dims[1] === 1 && dims[2] === 1) return set({ name: this.preluAsRelu(layer, this.plain(x), slope), shape: outShape });
         const name = this.g.node('PRelu', [this.plain(x), this.g.floatInit(`${layer.name}.weight`, dims, slope)], layer.name);
         return set({ name, shape: outShape });
       }
@@ -222,6 +230,27 @@ class Walker {
       default:
         this.fail(layer, 'this layer type has no ONNX export (supported: Conv2D, DepthwiseConv2D, GroupedConv2D, ZeroPadding2D, BatchNormalization, PReLU, ReLU, Add, Flatten, Dropout, Dense)');
     }
+  }
+
+  /** Per-channel `x * scale` as a BatchNormalization node (mean 0, variance 1, epsilon 0). */
+  private channelScale(x: string, scale: Float32Array, name: string): string {
+    const c = [scale.length];
+    const ins = [
+      x,
+      this.g.floatInit(`${name}.scale`, c, scale),
+      this.g.floatInit(`${name}.bias`, c, new Float32Array(scale.length)),
+      this.g.floatInit(`${name}.mean`, c, new Float32Array(scale.length)),
+      this.g.floatInit(`${name}.var`, c, new Float32Array(scale.length).fill(1)),
+    ];
+    return this.g.node('BatchNormalization', ins, name, { epsilon: { float: 0 } });
+  }
+
+  /** PReLU(y) = y + (1 - alpha) * Relu(-y), per channel (see WalkOptions.preluAsRelu). */
+  private preluAsRelu(layer: tf.layers.Layer, y: string, alpha: Float32Array): string {
+    const negated = this.channelScale(y, new Float32Array(alpha.length).fill(-1), `${layer.name}.neg`);
+    const negPart = this.g.node('Relu', [negated], `${layer.name}.relu`);
+    const scaled = this.channelScale(negPart, alpha.map((a) => 1 - a), `${layer.name}.scale`);
+    return this.g.node('Add', [scaled, y], layer.name);
   }
 
   private conv(layer: tf.layers.Layer, x: Value, output: Sym): void {
