@@ -162,7 +162,9 @@ class Compiler {
       });
       this.values.set(node.outputTensors[0]!.id, this.layer(layer, ins));
     }
-    const outVal = this.plain(this.values.get(m.outputs[0]!.id)!);
+    let outVal = this.plain(this.values.get(m.outputs[0]!.id)!);
+    // A feature-map output goes back to tfjs's NHWC (backbones end in an embedding; other models may not).
+    if (outVal.dims.length === 4) outVal = this.toNhwc(outVal);
     const output: GraphValue = { name: 'embedding', dims: outVal.dims, size: prod(outVal.dims) };
     this.f.reserve(output.name);
     this.f.rename(outVal.name, output.name);
@@ -777,6 +779,17 @@ class Compiler {
       const dy = this.gradOf(out);
       if (!dy) return;
       for (const v of xs) this.addGrad(v, dy);
+    });
+    return out;
+  }
+
+  private toNhwc(x: Val): Val {
+    const [n, c, h, w] = x.dims as [number, number, number, number];
+    const y = this.f.node('Transpose', [x.name], 'out_nhwc', { perm: [0, 2, 3, 1] });
+    const out: Val = { name: y, dims: [n, h, w, c], requiresGrad: x.requiresGrad };
+    this.tape.push(() => {
+      const dy = this.gradOf(out);
+      if (dy && x.requiresGrad) this.addGrad(x, this.b.node('Transpose', [dy], 'dout_nchw', { perm: [0, 3, 1, 2] }));
     });
     return out;
   }
