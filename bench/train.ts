@@ -1,6 +1,6 @@
 // Training throughput (samples/s), GFLOP/s and peak RSS per backend and model, one JSON line per row:
 //   node --import tsx bench/train.ts [--models tiny,tiny64,r18,r50,r100,mbf] [--backends ort,wasm,cpu] [--seconds 20]
-//        [--budget 300] [--profile] [--batch N] [--steps N]
+//        [--budget 300] [--profile] [--batch N] [--steps N] [--warmup 4]
 // Default batches are the issue's table: 16 (r18, r50), 8 (r100), 32 (mbf), the config's (tiny). --steps N
 // runs exactly N steps and adds `steady`: numTensors and RSS at every tenth of them.
 // The step is src/train/loop.ts's: trainForward + PartialFC (ArcFace over 1,000 classes; `tiny` uses
@@ -97,7 +97,10 @@ async function child(backend: string, model: string): Promise<void> {
   const flopPerImage = 3 * 2 * (forwardMacs(backbone) + spec.embeddingSize * numClasses); // fwd + dX + dW
   const base = { bench: 'train', engine: `tfjs-${backend}`, model, batch: row.batch, inputSize: spec.inputSize, threads: os.availableParallelism() };
   const t0 = performance.now();
-  step(); // warm-up: builds the ORT sessions / wasm kernels
+  // Warm-up (--warmup, default 4 steps): builds the ORT sessions, and lets their memory arenas and the
+  // process's pages settle (the first 3-5 compiled steps run up to 2x slower).
+  const warmup = Math.max(1, Number(arg('warmup', '4')));
+  for (let i = 0; i < warmup; i++) step();
   const warmupS = (performance.now() - t0) / 1000;
   const seconds = Number(arg('seconds', '20'));
   const tensorsBefore = tf.memory().numTensors;
@@ -169,6 +172,7 @@ function parent(): void {
     ...(process.argv.includes('--profile') ? ['--profile'] : []),
     ...(arg('batch', '') ? ['--batch', arg('batch', '')!] : []),
     ...(arg('steps', '') ? ['--steps', arg('steps', '')!] : []),
+    ...(arg('warmup', '') ? ['--warmup', arg('warmup', '')!] : []),
   ];
   for (const backend of backends) {
     for (const model of models) {
