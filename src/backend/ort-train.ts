@@ -21,6 +21,8 @@ interface Compiled {
   backward: OrtSession;
   /** Saved-activation buffers free for the next forward (returned by each backward). */
   pool: Map<string, Float32Array>[];
+  /** Memory-lean mode (big networks): saved activations go into pooled buffers we own. */
+  lean: boolean;
 }
 
 /** Milliseconds spent in the compiled graphs since the process started (bench/train.ts's profile). */
@@ -56,7 +58,7 @@ function compiled(model: tf.LayersModel, batch: number, frozen: boolean): Compil
       const graphs = compileTrainingGraphs(model, { batch, freezeBatchNorm: frozen, recompute: lean ? 'all' : 'bn' });
       const env = process.env.ARCFACE_ORT_ARENA;
       const opts = { arena: env === '1' || (env !== '0' && !lean) };
-      c = { graphs, forward: new OrtSession(graphs.forward, opts), backward: new OrtSession(graphs.backward, opts), pool: [] };
+      c = { graphs, forward: new OrtSession(graphs.forward, opts), backward: new OrtSession(graphs.backward, opts), pool: [], lean };
     } catch (e) {
       if (!(e instanceof UnsupportedLayerError)) throw e;
       c = e;
@@ -154,13 +156,14 @@ export function compiledTrainForward(
       outs[bn.mean] = { dims: [bn.channels] };
       outs[bn.variance] = { dims: [bn.channels] };
     }
-    // Saved activations go straight into arrays we own (reused step after step): ORT writes them in
-    // place instead of into its arena, and no GBs of garbage build up between collections.
-    const buffers = c.pool.pop() ?? new Map<string, Float32Array>();
+    // Memory-lean: saved activations go into arrays we own, reused step after step, so no GBs of
+    // garbage build up between collections. Otherwise ORT allocates them: it writes a preallocated
+    // output through a copy (mbf b32 forward ~30% slower with preallocation, measured).
+    const buffers = c.lean ? (c.pool.pop() ?? new Map<string, Float32Array>()) : null;
     for (const s of graphs.saved) {
-      let buf = buffers.get(s.name);
-      if (!buf) buffers.set(s.name, (buf = new Float32Array(s.size)));
-      outs[s.name] = { data: buf, dims: s.dims };
+      let buf = buffers?.get(s.name);
+      if (buffers && !buf) buffers.set(s.name, (buf = new Float32Array(s.size)));
+      outs[s.name] = buf ? { data: buf, dims: s.dims } : { dims: s.dims };
     }
     const t0 = performance.now();
     const out = c.forward.run(feeds, outs);
@@ -174,7 +177,7 @@ export function compiledTrainForward(
         updates.push({ layer: bn.layer, mean: tf.keep(tf.tensor1d(out[bn.mean]!)), variance: tf.keep(tf.tensor1d(unbiased)) });
       }
     }
-    let held: Map<string, Float32Array> | null = buffers;
+    let held: Map<string, Float32Array> | null = new Map(graphs.saved.map((sv) => [sv.name, out[sv.name]!]));
     return {
       value: y.tensors[0]!,
       gradFunc: (dy: tf.Tensor) => {
@@ -189,7 +192,7 @@ export function compiledTrainForward(
         const t1 = performance.now();
         c.backward.run(bfeeds, want);
         compiledTimes.backwardMs += performance.now() - t1;
-        c.pool.push(held);
+        if (buffers) c.pool.push(buffers);
         held = null;
         return [tf.zerosLike(ts[0]!), ...grads.tensors];
       },
