@@ -188,7 +188,7 @@ function parent(): void {
       }
       const why = r.error?.message.includes('ETIMEDOUT') || r.signal === 'SIGTERM'
         ? `over the time budget of ${budget} s`
-        : /RuntimeError: Aborted\(\)/.test(r.stderr) ? 'out of memory: the wasm heap (4 GB) is full'
+        : /RuntimeError: (Aborted\(\)|memory access out of bounds)/.test(r.stderr) ? 'out of memory: the wasm heap (4 GB) is full'
         : /out of memory|Cannot allocate|OOM|RangeError/i.test(r.stderr) ? `out of memory: ${lastLine(r.stderr)}` : `failed: ${lastLine(r.stderr)}`;
       emit({ bench: 'train', engine: `tfjs-${backend}`, model, skipped: why, load1: +os.loadavg()[0]!.toFixed(2) });
     }
