@@ -10,6 +10,7 @@ import { initBackend } from '../src/backend/select.ts';
 import { compiledTimes } from '../src/backend/ort-train.ts';
 import { GroupedConv2D } from '../src/models/grouped-conv.ts';
 import { trainForward, trainableVariables } from '../src/train/forward.ts';
+import { maxAbs, maxAbsDiff } from './helpers/compare.ts';
 
 interface Case {
   n: number;
@@ -102,13 +103,8 @@ function run(c: Case, compiled: boolean): Map<string, Float32Array> {
 }
 
 function assertClose(what: string, got: Float32Array, want: Float32Array): void {
-  assert.equal(got.length, want.length, `${what}: length`);
-  let scale = 0;
-  let diff = 0;
-  for (let i = 0; i < want.length; i++) {
-    scale = Math.max(scale, Math.abs(want[i]!));
-    diff = Math.max(diff, Math.abs(got[i]! - want[i]!));
-  }
+  const diff = maxAbsDiff(got, want);
+  const scale = maxAbs(want);
   assert.ok(diff <= 1e-4 * Math.max(scale, 1e-6), `${what}: max |Δ| ${diff} vs max |ref| ${scale}`);
 }
 

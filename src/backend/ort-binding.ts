@@ -21,7 +21,6 @@ export interface OrtTensor {
 interface RawSession {
   loadModel(buffer: ArrayBuffer, byteOffset: number, byteLength: number, options: Record<string, unknown>): void;
   run(feeds: Record<string, OrtTensor>, fetches: Record<string, OrtTensor | null>, options: Record<string, unknown>): Record<string, OrtTensor>;
-  endProfiling(): void;
   dispose(): void;
 }
 
@@ -104,30 +103,24 @@ export class OrtSession {
   private readonly Tensor: TensorCtor;
 
   /**
-   * `profile`: a file prefix; ORT then writes a per-node timing JSON at endProfiling() (bench only).
    * `spin`: let idle pool threads spin-wait for the next parallel section (default false; only for a
    * session that runs alone, such as a compiled inference graph: ~5% on small graphs).
    */
-  constructor(model: Uint8Array, opts: { threads?: number; profile?: string; spin?: boolean; arena?: boolean; optimization?: 'basic' | 'extended' | 'all' } = {}) {
+  constructor(model: Uint8Array, opts: { threads?: number; spin?: boolean; arena?: boolean } = {}) {
     const { binding, Tensor } = load();
     this.Tensor = Tensor;
     this.raw = new binding.InferenceSession();
     this.raw.loadModel(model.buffer as ArrayBuffer, model.byteOffset, model.byteLength, {
       intraOpNumThreads: opts.threads ?? ORT_THREADS,
       interOpNumThreads: 1,
-      graphOptimizationLevel: opts.optimization ?? 'all',
+      graphOptimizationLevel: 'all',
       executionMode: 'sequential',
       // Each session keeps its buffers (im2col) in its own arena: without it every run page-faults fresh
       // mmap'd memory (tiny64 training 1.8x slower, measured), at the price of RSS (ARCFACE_ORT_ARENA=0).
       enableCpuMemArena: opts.arena ?? process.env.ARCFACE_ORT_ARENA !== '0',
       // Spinning pool threads steal the core the JS thread needs for the tfjs kernels in between (6x slower).
       extra: { session: { intra_op: { allow_spinning: opts.spin ? '1' : '0' } } },
-      ...(opts.profile ? { enableProfiling: true, profileFilePrefix: opts.profile } : {}),
     });
-  }
-
-  endProfiling(): void {
-    this.raw.endProfiling();
   }
 
   /**

@@ -110,8 +110,6 @@ export interface CompileOptions {
    * one pass each), 'all' (PReLU outputs too: ~3 passes each in ORT, for the least memory), 'none'.
    */
   recompute?: 'bn' | 'all' | 'none';
-  /** Filter-gradient method for k x k convs (default 'unfold'; 'dilated' is measured slower). */
-  filterGrad?: 'unfold' | 'dilated';
 }
 
 /** Builds the forward and backward graphs of `model` at batch `opts.batch`; throws UnsupportedLayerError. */
@@ -454,12 +452,10 @@ class Compiler {
       let dwOnnx: string; // [o, cg, kh, kw]
       if (groups === 1 && kh === 1 && kw === 1 && pads.top + pads.left + pads.bottom + pads.right === 0) {
         dwOnnx = this.pointwiseFilterGrad(layer.name, x, dy, { n, c, o, oh, ow, sh, sw });
-      } else if (groups === 1 && (this.opts.filterGrad ?? 'unfold') === 'unfold' && n * o * c * kk > c * kk * n * oh * ow + c * n * h0 * w0 + o * n * oh * ow) {
+      } else if (groups === 1 && n * o * c * kk > c * kk * n * oh * ow + c * n * h0 * w0 + o * n * oh * ow) {
         dwOnnx = this.gemmFilterGrad(ln, x, dy, { n, c, h0, w0, o, oh, ow, kh, kw, sh, sw, pads });
-      } else if ((this.opts.filterGrad ?? 'unfold') === 'unfold') {
-        dwOnnx = this.unfoldFilterGrad(layer.name, x, dy, { n, c, o, oh, ow, kh, kw, sh, sw, pads, groups, cg, og });
       } else {
-        dwOnnx = this.dilatedFilterGrad(layer.name, x, dy, { n, c, h0, w0, o, oh, ow, kh, kw, sh, sw, pads, groups, cg, og });
+        dwOnnx = this.unfoldFilterGrad(layer.name, x, dy, { n, c, o, oh, ow, kh, kw, sh, sw, pads, groups, cg, og });
       }
       if (kernel.trainable) this.emitParamGrad(kernel, fromOnnx(b, dwOnnx));
       if (bias?.trainable) this.emitParamGrad(bias, b.node('ReduceSum', [dy, this.i64(b, 'axes', [0, 2, 3])], `${layer.name}.db`, { keepdims: 0 }));
@@ -556,44 +552,6 @@ class Compiler {
     const dy2 = this.reshape(b, b.node('Transpose', [dy], `${name}.dyT`, { perm: [1, 0, 2, 3] }), [s.o, s.n * p], `${name}.dy2`);
     const dw = b.node('Gemm', [dy2, col2], `${name}.gemm`, { transB: 1 }); // [o, (c, tap)]
     return this.reshape(b, dw, [s.o, s.c, s.kh, s.kw], `${name}.dw`);
-  }
-
-  /** Any groups: Conv of x (per-group input channel as batch) with dy as a filter dilated by the stride. */
-  private dilatedFilterGrad(
-    name: string,
-    x: string,
-    dy: string,
-    s: { n: number; c: number; h0: number; w0: number; o: number; oh: number; ow: number; kh: number; kw: number; sh: number; sw: number; pads: Pads; groups: number; cg: number; og: number },
-  ): string {
-    const b = this.b;
-    const g = s.groups;
-    // x [n, g*cg, h, w] -> [cg, g*n, h, w]; dy [n, g*og, oh, ow] -> [g*og, n, oh, ow].
-    let xt: string;
-    if (g === 1) xt = b.node('Transpose', [x], `${name}.x_cnhw`, { perm: [1, 0, 2, 3] });
-    else {
-      const x5 = this.reshape(b, x, [s.n, g, s.cg, s.h0, s.w0], `${name}.x5`);
-      const t = b.node('Transpose', [x5], `${name}.x_t`, { perm: [2, 1, 0, 3, 4] });
-      xt = this.reshape(b, t, [s.cg, g * s.n, s.h0, s.w0], `${name}.x_cgn`);
-    }
-    let dyt: string;
-    if (g === 1) dyt = b.node('Transpose', [dy], `${name}.dy_onhw`, { perm: [1, 0, 2, 3] });
-    else {
-      const d5 = this.reshape(b, dy, [s.n, g, s.og, s.oh, s.ow], `${name}.dy5`);
-      const t = b.node('Transpose', [d5], `${name}.dy_t`, { perm: [1, 2, 0, 3, 4] });
-      dyt = this.reshape(b, t, [g * s.og, s.n, s.oh, s.ow], `${name}.dy_gon`);
-    }
-    // End pads that make the output exactly kh x kw; negative ones crop rows no window reaches.
-    const endH = (s.oh - 1) * s.sh + s.kh - s.h0 - s.pads.top;
-    const endW = (s.ow - 1) * s.sw + s.kw - s.w0 - s.pads.left;
-    if (endH < 0) xt = b.node('Slice', [xt, this.i64(b, 'st', [0]), this.i64(b, 'en', [s.h0 + endH]), this.i64(b, 'ax', [2])], `${name}.cropH`);
-    if (endW < 0) xt = b.node('Slice', [xt, this.i64(b, 'st', [0]), this.i64(b, 'en', [s.w0 + endW]), this.i64(b, 'ax', [3])], `${name}.cropW`);
-    const r = b.node('Conv', [xt, dyt], `${name}.dwconv`, {
-      kernel_shape: [s.oh, s.ow],
-      dilations: [s.sh, s.sw],
-      pads: [s.pads.top, s.pads.left, Math.max(endH, 0), Math.max(endW, 0)],
-      group: g,
-    }); // [cg, o, kh, kw]
-    return b.node('Transpose', [r], `${name}.dw`, { perm: [1, 0, 2, 3] });
   }
 
   private batchNorm(layer: tf.layers.Layer, x: Val): Val {

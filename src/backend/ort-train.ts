@@ -6,7 +6,7 @@
 // and BN mode.
 import * as tf from '@tensorflow/tfjs';
 import { OrtSession, ortAvailable } from './ort-binding.ts';
-import { compileTrainingGraphs, UnsupportedLayerError, type TrainingGraphs } from './ort-train-graph.ts';
+import { compileTrainingGraphs, UnsupportedLayerError, type GraphParam, type TrainingGraphs } from './ort-train-graph.ts';
 
 /** What trainForward records per BatchNorm (same shape as src/train/forward.ts's BatchNormUpdate). */
 export interface CompiledBatchNormUpdate {
@@ -23,6 +23,11 @@ interface Compiled {
   pool: Map<string, Float32Array>[];
   /** Memory-lean mode (big networks): saved activations go into pooled buffers we own. */
   lean: boolean;
+  /** The graphs' weights split by whether they get a gradient (op inputs) or are only read. */
+  trainable: GraphParam[];
+  fixed: GraphParam[];
+  /** Names the backward graph takes. */
+  backwardReads: Set<string>;
 }
 
 /** Milliseconds spent in the compiled graphs since the process started (bench/train.ts's profile). */
@@ -58,7 +63,16 @@ function compiled(model: tf.LayersModel, batch: number, frozen: boolean): Compil
       const graphs = compileTrainingGraphs(model, { batch, freezeBatchNorm: frozen, recompute: lean ? 'all' : 'bn' });
       const env = process.env.ARCFACE_ORT_ARENA;
       const opts = { arena: env === '1' || (env !== '0' && !lean) };
-      c = { graphs, forward: new OrtSession(graphs.forward, opts), backward: new OrtSession(graphs.backward, opts), pool: [], lean };
+      c = {
+        graphs,
+        forward: new OrtSession(graphs.forward, opts),
+        backward: new OrtSession(graphs.backward, opts),
+        pool: [],
+        lean,
+        trainable: graphs.params.filter((p) => p.trainable),
+        fixed: graphs.params.filter((p) => !p.trainable),
+        backwardReads: new Set(graphs.backwardInputs),
+      };
     } catch (e) {
       if (!(e instanceof UnsupportedLayerError)) throw e;
       c = e;
@@ -134,10 +148,8 @@ export function compiledTrainForward(
   const c = compiled(model, batch, frozen);
   if (c instanceof UnsupportedLayerError) return null;
   const { graphs } = c;
-  const trainable = graphs.params.filter((p) => p.trainable);
-  const fixed = graphs.params.filter((p) => !p.trainable);
+  const { trainable, fixed, backwardReads } = c;
   const inputs = [x, ...trainable.map((p) => p.variable.read())];
-  const backwardReads = new Set(graphs.backwardInputs);
   const gradName = `grad:${graphs.output.name}`;
 
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
