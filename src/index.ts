@@ -19,3 +19,4 @@ export { evaluateModel, prepareVerificationSet } from './eval/evaluate-bin.ts';
 export { loadConfig, type TrainConfig } from './train/config.ts';
 export { train } from './train/loop.ts';
 export * as data from './data/index.ts';
+export { ArcfaceError } from './errors.ts';

@@ -11,7 +11,7 @@ import { openTrainingSource } from '../src/data/open-source.ts';
 import { RecordIOSource } from '../src/data/rec-source.ts';
 import { makeDemoDataset, type DemoDatasetOptions, type DemoDatasetSummary } from '../src/demo/make-dataset.ts';
 import { neutralNuisance, renderFace, SyntheticFaces } from '../src/demo/synthetic-faces.ts';
-import { ArcfaceError } from '../src/cli/errors.ts';
+import { ArcfaceError } from '../src/errors.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'demo-data-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -8,7 +8,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
-import { ArcfaceError } from '../src/cli/errors.ts';
+import { ArcfaceError } from '../src/errors.ts';
 import { type ConstTensor, importOnnx, readOnnxModel, readTensorProto } from '../src/convert/onnx/index.ts';
 
 const ROOT = '/usr/share/libonnx-testdata/data/node';

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
-import { ArcfaceError } from '../src/cli/errors.ts';
+import { ArcfaceError } from '../src/errors.ts';
 import { importOnnx, onnx } from '../src/convert/onnx/index.ts';
 import { readNpy } from '../src/formats/npy.ts';
 import { REPO_ROOT, sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';

@@ -11,7 +11,7 @@
 // the old embeddings until its compiled form is dropped (dropCompiled, or dispose() of the predictor),
 // or compiled with { cache: false }.
 import * as tf from '@tensorflow/tfjs';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { exportOnnx } from '../convert/onnx/export.ts';
 import { ORT_THREADS, OrtSession, ortAvailable } from './ort-binding.ts';
 

@@ -2,7 +2,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands.ts';
-import { ArcfaceError } from './errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 export async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv)

@@ -3,7 +3,7 @@
 import type * as tf from '@tensorflow/tfjs';
 import { readTorchStateDict, TorchFormatError } from '../formats/torch.ts';
 import { buildBackbone, resolveSpec, type BackboneSpec } from '../models/factory.ts';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { inferSpec } from './infer-spec.ts';
 import { loadStateDict } from './torch-mapping.ts';
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { loadModel, specOf, MODEL_JSON } from '../models/io.ts';
 import type { BackboneSpec } from '../models/factory.ts';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { importTorch } from './import-torch.ts';
 
 export interface LoadedBackbone {

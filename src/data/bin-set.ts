@@ -3,7 +3,7 @@
 // Reads Python 2 protocol 2 (py2 str), protocols 3-5 (bytes) and numpy.bool_ flags; writes protocol 2,
 // the format of the published files, which py2 and py3 `pickle.load(f, encoding='bytes')` both read.
 import fs from 'node:fs';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { PickleObject, PyTuple, pickle, unpickle } from '../formats/pickle.ts';
 import { decodeImage, resizeRgb, type RgbImage } from './decode.ts';
 import { MemorySource } from './memory-source.ts';

@@ -2,7 +2,7 @@
 // Each worker opens the source itself (positioned reads of the .rec), so the main thread only hands out
 // slot ranges and never touches pixels.
 import { Worker } from 'node:worker_threads';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import type { WorkerReply, WorkerRequest } from './decode-worker.ts';
 import type { FillOptions, FillTask, SkipNote } from './fill.ts';
 import type { SourceSpec } from './source.ts';

@@ -1,6 +1,6 @@
 // Reads, decodes, flips and normalises a run of batch slots into shared NHWC float32 memory. The same code
 // runs in each worker thread and, with `workers: 0`, in the calling thread.
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { decodeFast, decodeImage, ImageDecodeError, resizeRgb } from './decode.ts';
 import { writeNormalised } from './normalise.ts';
 import type { ImageSource } from './source.ts';

@@ -2,7 +2,7 @@
 // torchvision's ImageFolder does), images found recursively inside it, sorted by path.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { shareInt32, type ImageSource, type SourceItem, type SourceSpec } from './source.ts';
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'];

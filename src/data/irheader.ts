@@ -1,6 +1,6 @@
 // MXNet's record payload (mx.recordio.pack/unpack): a 24-byte IRHeader `<IfQQ` (flag, label, id, id2),
 // then `flag` float32 labels when flag > 0 (the scalar label is then 0), then the image bytes.
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 export const IRHEADER_SIZE = 24;
 

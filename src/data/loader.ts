@@ -3,7 +3,7 @@
 // with prefetch. The order is a pure function of (seed, epoch, batch index), so a run resumes exactly
 // from (epoch, batch) and does not depend on the number of workers.
 import os from 'node:os';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { DecodePool } from './decode-pool.ts';
 import { fillSlots, type FillOptions, type SkipNote } from './fill.ts';
 import { Rng } from './random.ts';

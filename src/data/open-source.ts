@@ -1,7 +1,7 @@
 // Opens a source from a path (pack folder, .rec, image folder) or from a spec sent to a worker thread.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { ImageFolderSource } from './folder-source.ts';
 import { MemorySource } from './memory-source.ts';
 import { RecordIOSource } from './rec-source.ts';

@@ -1,7 +1,7 @@
 // An image folder (one sub-folder per identity) -> train.rec/.idx/property. Unreadable images are skipped
 // and listed; identities left with no image are dropped so class ids stay dense.
 import fs from 'node:fs';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { ImageDecodeError } from './decode.ts';
 import { ImageFolderSource } from './folder-source.ts';
 import { PackWriter, type PackLayout, type PackSummary } from './pack-writer.ts';

@@ -7,7 +7,7 @@
 // record 0, written last, has label [N+1, N+C+1] and no image. Plain layout: images are keys 0..N-1.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { temporaryName } from './atomic.ts';
 import { packRecord } from './irheader.ts';
 import { RecordIOWriter, writeIdx, type IdxEntry } from './recordio.ts';

@@ -6,7 +6,7 @@
 // Blank lines and lines starting with # are ignored in both.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { prepareImage } from './prepare-image.ts';
 import type { VerificationSet } from './bin-set.ts';
 

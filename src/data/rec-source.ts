@@ -5,7 +5,7 @@
 // an array (im2rec --pack-label writes such files).
 import fs from 'node:fs';
 import path from 'node:path';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { classOf, IRHEADER_SIZE, unpackRecord } from './irheader.ts';
 import { idxPathFor, readIdxTable, RecordIOReader, scanRecordOffsets, type IdxTable } from './recordio.ts';
 import { shareFloat64, type ImageSource, type SourceItem, type SourceSpec } from './source.ts';

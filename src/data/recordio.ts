@@ -3,7 +3,7 @@
 // position inside it (cflag 1 start, 2 middle, 3 end) and drops those 4 bytes; a reader puts them back.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 export const RECORDIO_MAGIC = 0xced7230a;
 export const MAX_CHUNK_LENGTH = (1 << 29) - 1;

@@ -2,7 +2,7 @@
 // identities, and `val.bin`, verification pairs drawn only from further identities that the pack never
 // shows, so the demo measures recognition of unseen people as LFW does.
 import path from 'node:path';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { writeBin } from '../data/bin-set.ts';
 import { encodeJpeg } from '../data/decode.ts';
 import { PackWriter } from '../data/pack-writer.ts';

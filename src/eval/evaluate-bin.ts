@@ -4,7 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';
 import { compileIfEnabled, type CompiledBackbone } from '../backend/ort-infer.ts';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { readBin } from '../data/bin-set.ts';
 import { decodeImage, resizeRgb } from '../data/decode.ts';
 import { writeNormalised } from '../data/normalise.ts';

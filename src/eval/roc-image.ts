@@ -1,7 +1,7 @@
 // ROC curves as a PNG: drawn into raw RGBA pixels (axes, grid, ticks, labels with a built-in 5x7 font,
 // one coloured curve per set, a legend) and encoded with sharp. No font files or canvas needed.
 import sharp from 'sharp';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 export interface RocCurve {
   /** Legend text, e.g. "lfw 0.99500". Letters, digits and + - . : = ( ) / _ % are drawn. */

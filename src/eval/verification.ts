@@ -1,7 +1,7 @@
 // insightface's face-verification protocol (eval/verification.py, reference notes section e):
 // flip-sum embeddings, XNorm, squared L2 distance, thresholds 0..3.99, sequential 10-fold accuracy,
 // ROC curves; plus TAR at a FAR target over all pairs.
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 export interface FlipSumResult {
   /** L2-normalised raw(original) + raw(flipped), row-major n x dim (float32, as the reference's numpy arrays). */

@@ -1,7 +1,7 @@
 // NumPy .npy reader/writer (format versions 1.0, 2.0 and 3.0 headers), little-endian only.
 // Supported dtypes: f4, f8, i4, i8 (read as BigInt64Array), u1, b1 (read as Uint8Array).
 import { readFileSync, writeFileSync } from 'node:fs';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 export type NpyDtype = 'f4' | 'f8' | 'i4' | 'i8' | 'u1' | 'b1';
 export type NpyData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;

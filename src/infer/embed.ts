@@ -1,6 +1,6 @@
 // Image files -> L2-normalised face embeddings: decode, find the face (detector, or landmarks given,
 // or no alignment at all), align onto the ArcFace template at the model's input size, embed in batches.
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { normCrop, type Landmarks5 } from './align.ts';
 import { detectFaces } from './detect.ts';
 import type { Embedder } from './embedder.ts';

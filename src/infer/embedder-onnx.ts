@@ -2,7 +2,7 @@
 // Input layout comes from the graph (NCHW as torch exports, or NHWC); whether the graph normalises its
 // own input is decided as insightface's onnx_helper does: a leading Sub/Mul by constants means raw pixels.
 import * as ort from 'onnxruntime-node';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { readOnnxModel, type GraphProto } from '../convert/onnx/reader.ts';
 import { checkImageInput, inputTensorData, type Embedder } from './embedder.ts';
 import type { RgbImage } from './image.ts';

@@ -1,7 +1,7 @@
 // Embedding with a tfjs layers model (a saved directory, or a `.pth` imported on the fly). Input NHWC.
 import * as tf from '@tensorflow/tfjs';
 import { compileIfEnabled, type CompiledBackbone } from '../backend/ort-infer.ts';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { importTorch } from '../convert/import-torch.ts';
 import { loadModel, ModelFileError } from '../models/io.ts';
 import { checkImageInput, inputTensorData, type Embedder } from './embedder.ts';

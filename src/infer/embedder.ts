@@ -1,6 +1,6 @@
 // What every face-recognition model runner provides (tfjs layers model, `.pth`, `.onnx`), and the
 // input preparation they share.
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import type { RgbImage } from './image.ts';
 
 export type ModelFormat = 'tfjs' | 'onnx' | 'pth';

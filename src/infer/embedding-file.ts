@@ -1,6 +1,6 @@
 // Embeddings saved as `arcface embed` prints them: JSON lines {file, embedding: [...], ...}.
 import fs from 'node:fs';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import type { EmbedResult } from './embed.ts';
 
 /** True for paths that hold saved embeddings rather than an image. */

@@ -2,7 +2,7 @@
 // and plain resizing. Pixels are interleaved uint8 RGB, row-major.
 import fs from 'node:fs';
 import sharp from 'sharp';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 export interface RgbImage {
   width: number;

@@ -2,7 +2,7 @@
 // directory, an insightface `.pth`, or an `.onnx` graph (run with onnxruntime-node).
 import fs from 'node:fs';
 import path from 'node:path';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import type { Embedder, ModelFormat } from './embedder.ts';
 import { loadOnnxEmbedder } from './embedder-onnx.ts';
 import { loadTfjsEmbedder } from './embedder-tfjs.ts';

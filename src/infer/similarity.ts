@@ -1,5 +1,5 @@
 // L2 normalisation and cosine similarity of embeddings, and the same/different verdict.
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 /** x / max(||x||, 1e-12), as torch.nn.functional.normalize. */
 export function l2Normalise(v: ArrayLike<number>): Float32Array {

@@ -1,5 +1,5 @@
 // Partial FC class sampling (reference notes c.3) with its own seeded random stream.
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 /** Small seeded PRNG (mulberry32) whose whole state is one uint32, so checkpoints can restore it. */
 export class SamplerRng {

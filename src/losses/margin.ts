@@ -2,7 +2,7 @@
 // Input: clamped cosines (N x C) and labels (-1 = no target in this row). Output: scaled logits for
 // softmax cross-entropy. See reference notes section (b).
 import * as tf from '@tensorflow/tfjs';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 /**
  * `reference`: today's insightface ArcFace: forward cos(acos(c)+m2) with no theta+m>pi handling, and a

@@ -1,7 +1,7 @@
 // Single-process Partial FC head (insightface PartialFC_V2, reference notes section c):
 // class centres, cosine logits, margin, DistCrossEntropy, optional class sampling.
 import * as tf from '@tensorflow/tfjs';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { SamplerRng, sampleClasses, validateLabels } from './class-sampler.ts';
 import { distCrossEntropy } from './cross-entropy.ts';
 import { CombinedMarginLoss, type Labels, type MarginOptions } from './margin.ts';

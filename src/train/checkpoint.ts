@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { saveModel, loadModel, writeDirAtomically } from '../models/io.ts';
 import type { BackboneSpec } from '../models/factory.ts';
 import type { OptimizerState, ParamState } from './optimizers.ts';

@@ -2,7 +2,7 @@
 // name and every weight shape agree; the rest (typically `fc`/`features` when the embedding size changes)
 // keeps its fresh initialisation, and the run says which.
 import type * as tf from '@tensorflow/tfjs';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 
 export interface InitReport {

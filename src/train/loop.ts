@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 import { createTrainLoader } from '../data/loader.ts';
 import { openTrainingSource } from '../data/open-source.ts';
 import { buildBackbone, type BackboneSpec } from '../models/factory.ts';

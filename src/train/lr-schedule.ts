@@ -1,6 +1,6 @@
 // insightface's PolynomialLRWarmup (arcface_torch/lr_scheduler.py), stepped once per iteration
 // (reference notes f). Reproduces the reference's float64 values, including the chained decay factor.
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 export interface PolynomialLRWarmupOptions {
   /** The base learning rate (the optimiser's initial lr). */

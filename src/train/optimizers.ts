@@ -1,7 +1,7 @@
 // SGD and AdamW with torch.optim semantics, parameter groups (own lr scale, optional global-norm clip),
 // exportable state, and the reference's gradient accumulation (reference notes f).
 import * as tf from '@tensorflow/tfjs';
-import { ArcfaceError } from '../cli/errors.ts';
+import { ArcfaceError } from '../errors.ts';
 
 export type OptimizerKind = 'sgd' | 'adamw';
 

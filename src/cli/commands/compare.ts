@@ -7,7 +7,7 @@ import type { Embedder } from '../../infer/embedder.ts';
 import { isEmbeddingFile, readEmbeddingFile } from '../../infer/embedding-file.ts';
 import { loadEmbedder } from '../../infer/load-embedder.ts';
 import { cosineSimilarity, DEFAULT_THRESHOLD, verdict } from '../../infer/similarity.ts';
-import { ArcfaceError } from '../errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 
 interface Args {
   a: string;

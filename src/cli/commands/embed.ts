@@ -5,7 +5,7 @@ import { initInferBackend } from '../../infer/backend.ts';
 import { embedFiles } from '../../infer/embed.ts';
 import { formatEmbedResult } from '../../infer/embedding-file.ts';
 import { loadEmbedder } from '../../infer/load-embedder.ts';
-import { ArcfaceError } from '../errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 
 interface Args {
   images: string[];

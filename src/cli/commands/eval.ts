@@ -11,7 +11,7 @@ import { readBin } from '../../data/bin-set.ts';
 import { evaluateModel, modelInputSize, prepareVerificationSet, type SetEvaluation } from '../../eval/evaluate-bin.ts';
 import { writeRocPng } from '../../eval/roc-image.ts';
 import { evalJson, formatEvalTable } from '../../eval/table.ts';
-import { ArcfaceError } from '../errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 
 interface Args {
   model: string;

@@ -6,7 +6,7 @@ import { loadBackbone } from '../../convert/load-backbone.ts';
 import { toStateDict } from '../../convert/torch-mapping.ts';
 import { writeTorchStateDict } from '../../formats/torch.ts';
 import { saveModel } from '../../models/io.ts';
-import { ArcfaceError } from '../errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 
 interface Args {
   format: 'tfjs' | 'onnx' | 'pth';

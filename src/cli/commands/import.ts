@@ -7,7 +7,7 @@ import { importTorch } from '../../convert/import-torch.ts';
 import { saveModel } from '../../models/io.ts';
 import { countParameters } from '../../models/params.ts';
 import { NETWORKS } from '../../models/factory.ts';
-import { ArcfaceError } from '../errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 
 interface Args {
   from: string;

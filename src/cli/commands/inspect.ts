@@ -2,7 +2,7 @@
 import type { CommandModule } from 'yargs';
 import fs from 'node:fs';
 import { inspectBin, inspectRec, type BinSummary, type RecSummary } from '../../data/inspect.ts';
-import { ArcfaceError } from '../errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 
 interface Args {
   file: string;

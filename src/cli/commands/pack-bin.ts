@@ -2,7 +2,7 @@
 import type { CommandModule } from 'yargs';
 import { writeBin } from '../../data/bin-set.ts';
 import { buildVerificationSet, parsePairs, type PairsFormat } from '../../data/pairs.ts';
-import { ArcfaceError } from '../errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 
 interface Args {
   pairs: string;

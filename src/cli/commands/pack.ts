@@ -3,7 +3,7 @@ import type { CommandModule } from 'yargs';
 import { SingleBar, Presets } from 'cli-progress';
 import { packFolder } from '../../data/pack-folder.ts';
 import type { PackLayout } from '../../data/pack-writer.ts';
-import { ArcfaceError } from '../errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 
 interface Args {
   folder: string;

@@ -3,7 +3,7 @@ import type { CommandModule } from 'yargs';
 import { initBackend } from '../../backend/select.ts';
 import { loadConfig, type TrainConfig } from '../../train/config.ts';
 import { train } from '../../train/loop.ts';
-import { ArcfaceError } from '../errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 
 interface Args {
   config: string;

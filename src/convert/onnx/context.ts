@@ -1,7 +1,7 @@
 // State shared by the operator converters while one graph is converted: the node being converted
 // (for error messages and layer names), attribute access, and layer application with weights.
 import * as tf from '@tensorflow/tfjs';
-import { ArcfaceError } from '../../cli/errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 import type { ConstTensor } from './const-tensor.ts';
 import type { AttrValue, NodeProto } from './reader.ts';
 

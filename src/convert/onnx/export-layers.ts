@@ -3,7 +3,7 @@
 // a ZeroPadding2D's pads (merged into the next Conv's `pads`, or a Pad node for any other consumer) and
 // the NHWC flatten order (an NCHW Flatten whose following Dense gets its kernel rows permuted).
 import type * as tf from '@tensorflow/tfjs';
-import { ArcfaceError } from '../../cli/errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 import type { GraphBuilder } from './export-builder.ts';
 import {
   batchNormParams,

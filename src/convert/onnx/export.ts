@@ -3,7 +3,7 @@
 // (x - 127.5) / 127.5 normalisation for raw 0..255 input, and the backbone spec in metadata_props.
 import type * as tf from '@tensorflow/tfjs';
 import fs from 'node:fs';
-import { ArcfaceError } from '../../cli/errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 import { writeFileAtomic } from '../../data/atomic.ts';
 import type { BackboneSpec } from '../../models/factory.ts';
 import { specOf } from '../../models/io.ts';

@@ -3,7 +3,7 @@
 // built-in tfjs layers (the OnnxOp layer only where none fits). Unsupported operators are an
 // ArcfaceError naming the file, the node and the operator.
 import * as tf from '@tensorflow/tfjs';
-import { ArcfaceError } from '../../cli/errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 import type { ConstTensor, Dim } from './const-tensor.ts';
 import { floatData } from './const-tensor.ts';
 import { ConvertContext, type SymValue, type Value, constValue, sanitiseName, symValue } from './context.ts';

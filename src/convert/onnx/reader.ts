@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
-import { ArcfaceError } from '../../cli/errors.ts';
+import { ArcfaceError } from '../../errors.ts';
 import { type ConstTensor, type Dim, floatTensor, intTensor } from './const-tensor.ts';
 
 export const onnx = onnxProto.onnx;
