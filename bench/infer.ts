@@ -15,7 +15,7 @@ import { detectFaces, loadDetector } from '../src/infer/detect.ts';
 import { embedFiles } from '../src/infer/embed.ts';
 import type { Embedder } from '../src/infer/embedder.ts';
 import { tfjsEmbedder } from '../src/infer/embedder-tfjs.ts';
-import { decodeImage } from '../src/infer/image.ts';
+import { readImage } from '../src/infer/image.ts';
 import { loadEmbedder } from '../src/infer/load-embedder.ts';
 import { emit as emitRow, presentBackends } from './common.ts';
 
@@ -37,7 +37,7 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'arcface-bench-infer-'));
 async function makeCrops(): Promise<string[]> {
   const files: string[] = [];
   const have = fs.existsSync(ASTRONAUT);
-  const img = have ? await decodeImage(ASTRONAUT) : undefined;
+  const img = have ? await readImage(ASTRONAUT) : undefined;
   for (let i = 0; i < N; i++) {
     const dx = (i % 5) - 2, dy = ((i / 5) | 0) % 5 - 2;
     let data: Uint8Array;
@@ -96,7 +96,7 @@ for (const network of MODELS) {
 if (fs.existsSync(ASTRONAUT) && backends.includes('wasm')) {
   await initBackend('wasm', { quiet: true });
   await loadDetector();
-  const img = await decodeImage(ASTRONAUT);
+  const img = await readImage(ASTRONAUT);
   await detectFaces(img);
   const runs = 5;
   const t = performance.now();

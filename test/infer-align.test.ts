@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { alignmentMatrix, arcfaceTemplate, estimateSimilarity, normCrop, warpAffine, type Landmarks5 } from '../src/infer/align.ts';
-import { decodeImage } from '../src/infer/image.ts';
+import { readImage } from '../src/infer/image.ts';
 import { sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
 
 interface Fixture5pt {
@@ -49,9 +49,9 @@ test('an exact similarity is recovered (rotation 30 deg, scale 1.7, shift), and 
 
 test('aligned crop equals astronaut_aligned_112.png within a mean |d| of 2 grey levels', { skip: skip || skipUnlessFixture('faces', 'astronaut_aligned_112.png') }, async () => {
   const fx = fixture();
-  const img = await decodeImage(sharedFixture('faces', 'astronaut.png')!);
+  const img = await readImage(sharedFixture('faces', 'astronaut.png')!);
   const { crop } = normCrop(img, fx.landmarks_5pt as unknown as Landmarks5, 112);
-  const want = await decodeImage(sharedFixture('faces', 'astronaut_aligned_112.png')!);
+  const want = await readImage(sharedFixture('faces', 'astronaut_aligned_112.png')!);
   assert.equal(crop.width, 112);
   assert.equal(want.data.length, crop.data.length);
   let sum = 0, max = 0;

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
 import { detectFaces, fivePointsFrom68, loadDetector } from '../src/infer/detect.ts';
-import { decodeImage } from '../src/infer/image.ts';
+import { readImage } from '../src/infer/image.ts';
 import type { Point } from '../src/infer/align.ts';
 import { sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
 
@@ -24,7 +24,7 @@ test('fivePointsFrom68: eye means of 36-41 / 42-47, nose 30, mouth 48 / 54', () 
 
 test('astronaut: one face, five points within 4 px of astronaut_5pt.json', { skip: skipUnlessFixture('faces', 'astronaut_5pt.json') }, async () => {
   const want = JSON.parse(fs.readFileSync(sharedFixture('faces', 'astronaut_5pt.json')!, 'utf8')).landmarks_5pt as [number, number][];
-  const img = await decodeImage(sharedFixture('faces', 'astronaut.png')!);
+  const img = await readImage(sharedFixture('faces', 'astronaut.png')!);
   const before = tf.memory().numTensors;
   const faces = await detectFaces(img);
   assert.equal(tf.memory().numTensors, before, 'detectFaces leaks tensors');

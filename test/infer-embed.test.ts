@@ -17,7 +17,7 @@ import { normCrop, type Landmarks5 } from '../src/infer/align.ts';
 import { embedCrops, embedFiles } from '../src/infer/embed.ts';
 import { inputTensorData } from '../src/infer/embedder.ts';
 import { tfjsEmbedder } from '../src/infer/embedder-tfjs.ts';
-import { decodeImage, type RgbImage } from '../src/infer/image.ts';
+import { readImage, type RgbImage } from '../src/infer/image.ts';
 import { loadEmbedder, modelFormatOf } from '../src/infer/load-embedder.ts';
 import { cosineSimilarity, l2Normalise } from '../src/infer/similarity.ts';
 import { sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
@@ -31,7 +31,7 @@ before(async () => {
   await initBackend('wasm', { quiet: true });
   if (skip) return;
   landmarks = JSON.parse(fs.readFileSync(sharedFixture('faces', 'astronaut_5pt.json')!, 'utf8')).landmarks_5pt;
-  const img = await decodeImage(sharedFixture('faces', 'astronaut.png')!);
+  const img = await readImage(sharedFixture('faces', 'astronaut.png')!);
   const crop = normCrop(img, landmarks, 112).crop;
   // Second face: the crop mirrored, so the batch holds two different inputs.
   const flipped = new Uint8Array(crop.data.length);
@@ -155,7 +155,7 @@ test('malformed models and inputs are clear errors', async () => {
   assert.throws(() => modelFormatOf(path.join(tmp, 'missing.onnx')), /missing\.onnx: no such model file/);
   fs.writeFileSync(path.join(tmp, 'junk.onnx'), 'not protobuf at all');
   await assert.rejects(loadEmbedder(path.join(tmp, 'junk.onnx')), /junk\.onnx: not a valid ONNX model/);
-  await assert.rejects(decodeImage(path.join(tmp, 'weights.h5')), /weights\.h5: not a readable image/);
+  await assert.rejects(readImage(path.join(tmp, 'weights.h5')), /weights\.h5: not a readable image/);
 
   assert.deepEqual(parseLandmarks('1,2, 3,4 5,6,7,8,9,10'), [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10]]);
   assert.throws(() => parseLandmarks('1,2,3'), /--landmarks needs 10 numbers/);

@@ -1,16 +1,25 @@
-// Image bytes -> RGB uint8 at the model's input size. JPEGs go through libjpeg-turbo (synchronous, fast);
-// PNG/WebP, JPEGs libjpeg-turbo rejects (CMYK, warnings) and every resize go through sharp (libvips).
+// The one image decoder, for training and inference: bytes -> RGB uint8. JPEGs go through libjpeg-turbo
+// (synchronous, fast); PNG/WebP, JPEGs libjpeg-turbo rejects (CMYK, warnings), photos whose EXIF orientation
+// must be applied and every resize go through sharp (libvips).
 import sharp from 'sharp';
+import { ArcfaceError } from '../errors.ts';
 import { decodeJpeg, isJpeg, JpegDecodeError, type RgbImage } from './jpeg.ts';
 
 export type { RgbImage } from './jpeg.ts';
 
 /** Bytes that no decoder accepts. The message names `where` (a file or a RecordIO key). */
-export class ImageDecodeError extends Error {
+export class ImageDecodeError extends ArcfaceError {
   override name = 'ImageDecodeError';
   constructor(readonly where: string, readonly reason: string) {
-    super(`${where}: cannot decode image: ${reason}`);
+    super(`cannot decode image: ${reason}`, where);
   }
+}
+
+export interface DecodeOptions {
+  /** Resize the shorter side to `size` and centre-crop to a square. */
+  size?: number;
+  /** Apply the EXIF orientation (photos from phones); training packs are stored upright and skip it. */
+  orient?: boolean;
 }
 
 /**
@@ -30,18 +39,22 @@ export function decodeFast(bytes: Uint8Array, into?: Uint8Array): RgbImage | nul
 }
 
 /**
- * Decodes any JPEG/PNG/WebP to RGB; with `size`, resizes the shorter side to `size` and centre-crops to a
+ * Decodes any JPEG/PNG/WebP to RGB; with a size, resizes the shorter side to it and centre-crops to a
  * square (bicubic), which for a square image is a plain resize (insightface's `resize_short`).
  */
-export async function decodeImage(bytes: Uint8Array, where: string, size?: number): Promise<RgbImage> {
-  const fast = decodeFast(bytes);
+export async function decodeImage(bytes: Uint8Array, where: string, sizeOrOptions?: number | DecodeOptions): Promise<RgbImage> {
+  const { size, orient = false } = typeof sizeOrOptions === 'number' ? { size: sizeOrOptions } : (sizeOrOptions ?? {});
+  const fast = orient ? null : decodeFast(bytes);
   let img: RgbImage;
   if (fast) {
     img = fast;
   } else {
     try {
       // failOn 'error': tolerate libjpeg warnings as PIL and OpenCV do, refuse truncated or broken data.
-      const { data, info } = await sharp(bytes, { failOn: 'error' })
+      let pipeline = sharp(bytes, { failOn: 'error' });
+      // rotate() with no angle applies the EXIF orientation.
+      if (orient) pipeline = pipeline.rotate();
+      const { data, info } = await pipeline
         .removeAlpha()
         .toColourspace('srgb')
         .raw()

@@ -4,7 +4,7 @@ import { ArcfaceError } from '../errors.ts';
 import { normCrop, type Landmarks5 } from './align.ts';
 import { detectFaces } from './detect.ts';
 import type { Embedder } from './embedder.ts';
-import { decodeImage, resizeImage, type RgbImage } from './image.ts';
+import { readImage, resizeImage, type RgbImage } from './image.ts';
 import { l2Normalise } from './similarity.ts';
 
 export interface PrepareOptions {
@@ -46,7 +46,7 @@ export class NoFaceError extends ArcfaceError {
 
 /** Decodes `file` and makes the `size` x `size` model crop. An image without a face throws NoFaceError. */
 export async function prepareFace(file: string, size: number, opts: PrepareOptions = {}): Promise<PreparedFace> {
-  const img = await decodeImage(file);
+  const img = await readImage(file);
   if (opts.noAlign) return { file, crop: await resizeImage(img, size) };
   if (opts.landmarks) return { file, crop: normCrop(img, opts.landmarks, size).crop, landmarks: opts.landmarks };
   const [best] = await detectFaces(img, { minConfidence: opts.minConfidence });

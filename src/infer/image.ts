@@ -1,27 +1,31 @@
-// RGB images for inference: decoding files with sharp (any format it reads, EXIF orientation applied)
-// and plain resizing. Pixels are interleaved uint8 RGB, row-major.
+// Photos for inference: read from a file (EXIF orientation applied, so phone photos come out upright)
+// through the project's one decoder, and plain resizing. Pixels are interleaved uint8 RGB, row-major.
 import fs from 'node:fs';
 import sharp from 'sharp';
 import { ArcfaceError } from '../errors.ts';
+import { decodeImage, ImageDecodeError, type RgbImage } from '../data/decode.ts';
 
-export interface RgbImage {
-  width: number;
-  height: number;
-  /** width * height * 3 bytes, RGB interleaved. */
-  data: Uint8Array;
-}
+export type { RgbImage } from '../data/decode.ts';
 
-/** Decodes an image file (or its bytes) to RGB; a missing or non-image file is an ArcfaceError naming it. */
-export async function decodeImage(fileOrBytes: string | Uint8Array, label?: string): Promise<RgbImage> {
+/** Reads a photo file (or its bytes) as RGB; a missing or non-image file is an ArcfaceError naming it. */
+export async function readImage(fileOrBytes: string | Uint8Array, label?: string): Promise<RgbImage> {
   const name = typeof fileOrBytes === 'string' ? fileOrBytes : (label ?? '<image bytes>');
-  if (typeof fileOrBytes === 'string' && !fs.existsSync(fileOrBytes)) throw new ArcfaceError('no such file', name);
+  let bytes: Uint8Array;
+  if (typeof fileOrBytes === 'string') {
+    try {
+      bytes = fs.readFileSync(fileOrBytes);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new ArcfaceError(code === 'ENOENT' ? 'no such file' : `cannot read (${code ?? (e as Error).message})`, name);
+    }
+  } else {
+    bytes = fileOrBytes;
+  }
   try {
-    // rotate() with no angle applies the EXIF orientation, so phone photos come out upright.
-    const { data, info } = await sharp(fileOrBytes).rotate().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
-    if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
-    return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+    return await decodeImage(bytes, name, { orient: true });
   } catch (e) {
-    throw new ArcfaceError(`not a readable image (${(e as Error).message})`, name);
+    if (e instanceof ImageDecodeError) throw new ArcfaceError(`not a readable image (${e.reason})`, name);
+    throw e;
   }
 }
 
