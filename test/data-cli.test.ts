@@ -70,7 +70,7 @@ test('pack: folder -> train.rec/.idx/property; the reader gives the same images 
   src.close();
   const again = arcface('pack', photos, '--out', out);
   assert.notEqual(again.code, 0);
-  assert.match(again.stderr, /already exists \(pass --force/);
+  assert.match(again.stderr, /already exists \(--force replaces it\)/);
 
   const ins = arcface('inspect', out, '--json', '--verify');
   assert.equal(ins.code, 0, ins.stderr);

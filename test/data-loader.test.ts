@@ -146,7 +146,7 @@ test('corrupt JPEG: fails with the key by default (in-thread and in workers); sk
   for (const workers of [0, 1]) {
     const l = await createEvalLoader({ source: src, batchSize: 6, inputSize: 16, workers });
     open.push(l);
-    await assert.rejects(collect(l.batches(0)), (e: Error) => e.name === 'ArcfaceError' && /train\.rec key 4: cannot decode image/.test(e.message) && /--skip-corrupt/.test(e.message));
+    await assert.rejects(collect(l.batches(0)), (e: Error) => e.name === 'ArcfaceError' && /train\.rec key 4: cannot decode image/.test(e.message) && /`skipCorrupt` option/.test(e.message));
   }
   const notes: string[] = [];
   const skip = await createEvalLoader({ source: src, batchSize: 6, inputSize: 16, workers: 1, skipCorrupt: true, onSkip: (n) => notes.push(n.where) });

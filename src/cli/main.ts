@@ -3,6 +3,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands.ts';
 import { ArcfaceError } from '../errors.ts';
+import { inCliTerms } from './flags.ts';
 
 export async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv)
@@ -10,7 +11,7 @@ export async function main(argv: string[]): Promise<void> {
     .usage('$0 <command> [options]')
     .option('backend', {
       type: 'string',
-      describe: 'TensorFlow.js backend: auto | tensorflow | wasm | cpu (env ARCFACE_BACKEND)',
+      describe: 'TensorFlow.js backend: auto | tensorflow | ort | wasm | cpu | ort-cpu (env ARCFACE_BACKEND)',
       global: true,
     })
     .strict()
@@ -33,7 +34,7 @@ try {
 } catch (err) {
   const e = err as Error;
   if (e instanceof ArcfaceError || process.env.ARCFACE_DEBUG !== '1') {
-    process.stderr.write(`arcface: error: ${e.message}\n`);
+    process.stderr.write(`arcface: error: ${inCliTerms(e.message)}\n`);
   } else {
     process.stderr.write(`${e.stack ?? e}\n`);
   }

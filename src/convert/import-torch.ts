@@ -34,7 +34,7 @@ export function importTorch(file: string, opts: ImportTorchOptions = {}): { mode
       },
     );
     if (inferred && opts.embeddingSize !== undefined && opts.embeddingSize !== spec.embeddingSize) {
-      throw new Error(`--embedding-size ${opts.embeddingSize} does not match the checkpoint's ${spec.embeddingSize}`);
+      throw new Error(`the \`embeddingSize\` option (${opts.embeddingSize}) does not match the checkpoint's ${spec.embeddingSize}`);
     }
   } catch (e) {
     throw new ArcfaceError((e as Error).message, file);
@@ -49,7 +49,7 @@ export function importTorch(file: string, opts: ImportTorchOptions = {}): { mode
       try {
         const found = inferSpec(sd);
         const layout = found.layers ? ` with layers [${found.layers}]` : found.blocks ? ` with blocks [${found.blocks}]` : '';
-        hint = ` (--network ${opts.network} given, but the file holds network "${found.network}"${layout}; omit --network to detect it)`;
+        hint = ` (the \`network\` option says ${opts.network}, but the file holds network "${found.network}"${layout}; leave the \`network\` option out to detect it)`;
       } catch {
         hint = ` (is it really a ${opts.network}?)`;
       }

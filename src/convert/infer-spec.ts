@@ -52,6 +52,6 @@ export function inferSpec(sd: Map<string, TorchTensor>): BackboneSpec {
     return { network: isLarge ? 'mbf_large' : 'mbf', embeddingSize, inputSize: 16 * k, blocks, scale };
   }
   throw new Error(
-    `not an insightface IResNet or MobileFaceNet state dict (first keys: ${keys.slice(0, 5).join(', ')}); pass --network to say what it is`,
+    `not an insightface IResNet or MobileFaceNet state dict (first keys: ${keys.slice(0, 5).join(', ')}); the \`network\` option says what it is`,
   );
 }

@@ -35,7 +35,7 @@ export class DecodePool {
 
   /** Starts `n` workers on the source described by `spec` and waits until each has opened it. */
   static async create(spec: SourceSpec, n: number, opts: FillOptions): Promise<DecodePool> {
-    if (!Number.isInteger(n) || n < 1) throw new ArcfaceError(`--workers must be a positive integer, got ${n}`);
+    if (!Number.isInteger(n) || n < 1) throw new ArcfaceError(`the \`workers\` option must be a positive integer, got ${n}`);
     const pool = new DecodePool(n);
     const ready: Promise<void>[] = [];
     for (let w = 0; w < n; w++) {

@@ -56,7 +56,7 @@ export async function fillSlots(
         break;
       } catch (e) {
         if (!(e instanceof ImageDecodeError)) throw e;
-        if (!opts.skipCorrupt) throw new ArcfaceError(`${e.message} (pass --skip-corrupt to skip such images)`);
+        if (!opts.skipCorrupt) throw new ArcfaceError(`${e.message} (the \`skipCorrupt\` option skips such images)`);
         const next = (index + 1) % source.length;
         notes.push({ index, where: source.describe(index), reason: e.reason, substitute: next });
         if (attempt >= Math.min(MAX_SUBSTITUTES, source.length)) throw new ArcfaceError(`${e.message}; and the next ${attempt} images cannot be decoded either`);

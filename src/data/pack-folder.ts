@@ -37,7 +37,7 @@ export async function packFolder(root: string, o: PackFolderOptions): Promise<Pa
   const writer = new PackWriter(o.out, o.layout ?? 'insightface');
   if (!o.force && fs.existsSync(writer.files.rec)) {
     writer.abort();
-    throw new ArcfaceError(`${writer.files.rec} already exists (pass --force to replace it)`);
+    throw new ArcfaceError(`${writer.files.rec} already exists (the \`force\` option replaces it)`);
   }
   const skipped: PackFolderResult['skipped'] = src.ignored.map((file) => ({ file, reason: 'not an image file (extension)' }));
   for (const s of skipped) o.onSkip?.(s.file, s.reason);

@@ -1,9 +1,6 @@
 // `arcface eval` output: a table for people, one JSON object per set for programs.
 import type { SetEvaluation } from './evaluate-bin.ts';
-
-/** The reference's `%1.5f+-%1.5f`. */
-export const accuracyFlip = (e: Pick<SetEvaluation, 'accuracyMean' | 'accuracyStd'>): string =>
-  `${e.accuracyMean.toFixed(5)}+-${e.accuracyStd.toFixed(5)}`;
+import { accuracyFlip } from './verification.ts';
 
 /** `1e-3` rather than `0.001` in the column header. */
 const farLabel = (far: number): string => (far > 0 && far < 0.01 ? far.toExponential().replace(/e-0*/, 'e-') : String(far));

@@ -243,7 +243,11 @@ function tarAtFar(dist: Float32Array, issame: readonly boolean[], farTarget: num
   return { farTarget, threshold, tar: totPos ? tp / totPos : 0, far: totNeg ? fp / totNeg : 0 };
 }
 
-/** The reference's log line: `[name][step]Accuracy-Flip: 0.99500+-0.00300`. */
-export function formatAccuracyFlip(name: string, step: number, r: Pick<VerificationResult, 'accuracyMean' | 'accuracyStd'>): string {
-  return `[${name}][${step}]Accuracy-Flip: ${r.accuracyMean.toFixed(5)}+-${r.accuracyStd.toFixed(5)}`;
+/** The reference's `%1.5f+-%1.5f`. */
+export const accuracyFlip = (r: Pick<VerificationResult, 'accuracyMean' | 'accuracyStd'>): string =>
+  `${r.accuracyMean.toFixed(5)}+-${r.accuracyStd.toFixed(5)}`;
+
+/** The reference's log line: `[name][step]Accuracy-Flip: 0.99500+-0.00300` (no `[step]` outside training). */
+export function formatAccuracyFlip(name: string, step: number | undefined, r: Pick<VerificationResult, 'accuracyMean' | 'accuracyStd'>): string {
+  return `[${name}]${step === undefined ? '' : `[${step}]`}Accuracy-Flip: ${accuracyFlip(r)}`;
 }

@@ -39,7 +39,7 @@ export type EmbedResult =
 
 export class NoFaceError extends ArcfaceError {
   constructor(file: string) {
-    super('no face found in the image (try --no-align for pre-cropped faces, or give --landmarks)', file);
+    super('no face found in the image (the `noAlign` option takes pre-cropped faces; the `landmarks` option gives the points)', file);
     this.name = 'NoFaceError';
   }
 }

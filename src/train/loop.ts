@@ -61,7 +61,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   // pretrained network's layout, with any embedding size.
   const pretrained: LoadedBackbone | undefined = !resumed && cfg.init ? await loadBackbone(cfg.init) : undefined;
   if (pretrained?.spec && pretrained.spec.network !== cfg.network) {
-    process.stderr.write(`arcface: note: --init holds network "${pretrained.spec.network}"; training that (the config says "${cfg.network}")\n`);
+    process.stderr.write(`arcface: note: the \`init\` model holds network "${pretrained.spec.network}"; training that (the config says "${cfg.network}")\n`);
   }
   const spec: BackboneSpec =
     resumed?.spec ?? (pretrained?.spec ? { ...pretrained.spec, embeddingSize: cfg.embedding_size } : undefined) ?? specFromConfig(cfg);

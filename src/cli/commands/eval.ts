@@ -11,6 +11,7 @@ import { readBin } from '../../data/bin-set.ts';
 import { evaluateModel, modelInputSize, prepareVerificationSet, type SetEvaluation } from '../../eval/evaluate-bin.ts';
 import { writeRocPng } from '../../eval/roc-image.ts';
 import { evalJson, formatEvalTable } from '../../eval/table.ts';
+import { formatAccuracyFlip } from '../../eval/verification.ts';
 import { ArcfaceError } from '../../errors.ts';
 
 interface Args {
@@ -64,7 +65,7 @@ const command: CommandModule<object, Args> = {
         const t0 = performance.now();
         const r = await evaluateModel(model, set, { batchSize, compiled });
         const seconds = (performance.now() - t0) / 1000;
-        process.stderr.write(`arcface: [${r.name}]Accuracy-Flip: ${r.accuracyMean.toFixed(5)}+-${r.accuracyStd.toFixed(5)} XNorm: ${r.xnorm.toFixed(6)} (${(4 * r.pairs / seconds).toFixed(1)} img/s incl. flips)\n`);
+        process.stderr.write(`arcface: ${formatAccuracyFlip(r.name, undefined, r)} XNorm: ${r.xnorm.toFixed(6)} (${(4 * r.pairs / seconds).toFixed(1)} img/s incl. flips)\n`);
         if (argv.json) process.stdout.write(`${JSON.stringify(evalJson(r, { file, seconds: Number(seconds.toFixed(3)) }))}\n`);
         rows.push(r);
       }
