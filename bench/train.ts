@@ -3,7 +3,7 @@
 //        [--budget 300] [--profile] [--batch N] [--steps N] [--warmup 4]
 // Default batches are the issue's table: 16 (r18, r50), 8 (r100), 32 (mbf), the config's (tiny). --steps N
 // runs exactly N steps and adds `steady`: numTensors and RSS at every tenth of them.
-// The step is src/train/loop.ts's: trainForward + PartialFC (ArcFace over 1,000 classes; `tiny` uses
+// The step is the training loop's (src/train/step.ts): trainForward + PartialFC (ArcFace over 1,000 classes; `tiny` uses
 // its config's CosFace head) + TorchOptimizer SGD (momentum 0.9, wd 5e-4), on random images. Each row
 // runs in its own process (peak RSS is per process; an out-of-memory row cannot take the others down);
 // a row that fails or runs past --budget seconds prints a JSON line saying so. --profile adds a
@@ -15,7 +15,8 @@ import os from 'node:os';
 import { buildBackbone, resolveSpec, type BackboneSpec } from '../src/models/factory.ts';
 import { initBackend } from '../src/backend/select.ts';
 import { loadConfig } from '../src/train/config.ts';
-import { trainForward, applyBatchNormUpdates, trainableVariables, type BatchNormUpdate } from '../src/train/forward.ts';
+import { trainableVariables } from '../src/train/forward.ts';
+import { trainStep, type StepParts } from '../src/train/step.ts';
 import { PartialFC } from '../src/losses/partial-fc.ts';
 import { TorchOptimizer } from '../src/train/optimizers.ts';
 import { compiledTimes } from '../src/backend/ort-train.ts';
@@ -82,18 +83,10 @@ async function child(backend: string, model: string): Promise<void> {
   const head = new PartialFC({ numClasses, embeddingSize: spec.embeddingSize, margin: row.margin, sampleRate: 1, seed: 1 });
   const vars = trainableVariables(backbone);
   const opt = new TorchOptimizer([{ name: 'backbone', params: vars }, { name: 'head', params: [head.weight] }], { kind: 'sgd', weightDecay: 5e-4, momentum: 0.9 });
-  const images = tf.randomUniform([row.batch, spec.inputSize, spec.inputSize, 3], -1, 1, 'float32', 3);
+  const images = tf.randomUniform([row.batch, spec.inputSize, spec.inputSize, 3], -1, 1, 'float32', 3) as tf.Tensor4D;
   const labels = Int32Array.from({ length: row.batch }, (_, i) => (i * 37) % numClasses);
-  const updates: BatchNormUpdate[] = [];
-  const step = (): number => {
-    const { value, grads } = tf.variableGrads(() => head.loss(trainForward(backbone, images, updates) as tf.Tensor2D, labels), [...vars, head.weight]);
-    const loss = value.dataSync()[0]!;
-    value.dispose();
-    applyBatchNormUpdates(updates);
-    opt.step(grads, 0.01);
-    tf.dispose(Object.values(grads));
-    return loss;
-  };
+  const parts: StepParts = { backbone, head, optimizer: opt, backboneVars: vars, bnUpdates: [] };
+  const step = (): number => trainStep(parts, images, labels, 0.01);
   const flopPerImage = 3 * 2 * (forwardMacs(backbone) + spec.embeddingSize * numClasses); // fwd + dX + dW
   const base = { bench: 'train', engine: `tfjs-${backend}`, model, batch: row.batch, inputSize: spec.inputSize, threads: os.availableParallelism() };
   const t0 = performance.now();

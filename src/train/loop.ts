@@ -12,7 +12,8 @@ import { PartialFC } from '../losses/partial-fc.ts';
 import { formatAccuracyFlip } from '../eval/verification.ts';
 import { evaluateModel, prepareVerificationSet, type PreparedSet } from '../eval/evaluate-bin.ts';
 import { specFromConfig, type TrainConfig } from './config.ts';
-import { applyBatchNormUpdates, trainForward, trainableVariables, type BatchNormUpdate } from './forward.ts';
+import { trainableVariables, type BatchNormUpdate } from './forward.ts';
+import { trainStep, type StepParts } from './step.ts';
 import { GradientAccumulator, TorchOptimizer } from './optimizers.ts';
 import { PolynomialLRWarmup } from './lr-schedule.ts';
 import { loadCheckpoint, saveCheckpoint, type TrainPosition } from './checkpoint.ts';
@@ -142,6 +143,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const accumulator = cfg.gradient_acc > 1 ? new GradientAccumulator(cfg.gradient_acc) : null;
   const verification: TrainResult['verification'] = {};
   const bnUpdates: BatchNormUpdate[] = [];
+  const stepParts: StepParts = { backbone, head, optimizer: opt, backboneVars, bnUpdates, accumulator, freezeBatchNorm: cfg.freeze_bn };
   const side = spec.inputSize;
   let lossSum = 0;
   let lossCount = 0;
@@ -197,35 +199,19 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
         const images = tf.tensor4d(batch.images, [batch.size, side, side, 3]);
         // Backends with their own memory (wasm, tensorflow) copied the pixels: the loader may reuse the buffer.
         if (!backendKeepsHostArrays) batch.release();
-        const { value, grads } = tf.variableGrads(() => head.loss(trainForward(backbone, images, bnUpdates, { freezeBatchNorm: cfg.freeze_bn }) as tf.Tensor2D, batch.labels), [
-          ...backboneVars,
-          head.weight,
-        ]);
-        images.dispose();
-        // The one per-step read: the logged loss, which also catches divergence before any update.
-        const loss = value.dataSync()[0]!;
-        value.dispose();
+        let loss: number;
+        try {
+          loss = trainStep(stepParts, images, batch.labels, sched.lr);
+        } finally {
+          images.dispose();
+        }
         if (!Number.isFinite(loss)) {
-          tf.dispose(Object.values(grads));
-          for (const u of bnUpdates) tf.dispose([u.mean, u.variance]);
-          bnUpdates.length = 0;
           throw new ArcfaceError(
             `loss is ${loss} at step ${pos.step + 1} (epoch ${epoch}, batch ${batch.index}); stopped. ` +
               `Last good checkpoint: ${lastCheckpoint ?? 'none yet'}; nothing was overwritten. Lower lr or check the data.`,
           );
         }
-        applyBatchNormUpdates(bnUpdates);
         pos.step++;
-        if (accumulator) {
-          if (accumulator.add(grads)) {
-            const summed = accumulator.take();
-            opt.step(summed, sched.lr);
-            tf.dispose(Object.values(summed));
-          }
-        } else {
-          opt.step(grads, sched.lr);
-        }
-        tf.dispose(Object.values(grads));
         sched.step();
         pos.epoch = epoch;
         pos.batch = batch.index + 1;
