@@ -2,7 +2,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
 
-/** Multiply-accumulates per 112x112 image (reference/targets.md); FLOPs = 2 x MACs. */
+/** Multiply-accumulates per 112x112 image (insightface's published model sizes); FLOPs = 2 x MACs. */
 export const GMACS_112: Record<string, number> = { r18: 2.61, r34: 3.6, r50: 6.31, r100: 12.09, r200: 23.5, mbf: 0.4375 };
 
 export function emit(row: Record<string, unknown>): void {

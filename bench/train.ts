@@ -1,7 +1,7 @@
 // Training throughput (samples/s), GFLOP/s and peak RSS per backend and model, one JSON line per row:
 //   node --import tsx bench/train.ts [--models tiny,tiny64,r18,r50,r100,mbf] [--backends ort,wasm,cpu] [--seconds 20]
 //        [--budget 300] [--profile] [--batch N] [--steps N] [--warmup 4]
-// Default batches are the issue's table: 16 (r18, r50), 8 (r100), 32 (mbf), the config's (tiny). --steps N
+// Default batches: 16 (r18, r50), 8 (r100, the memory row), 32 (mbf), the config's (tiny): the batches of the PyTorch CPU figures they are compared with. --steps N
 // runs exactly N steps and adds `steady`: numTensors and RSS at every tenth of them.
 // The step is the training loop's (src/train/step.ts): trainForward + PartialFC (ArcFace over 1,000 classes; `tiny` uses
 // its config's CosFace head) + TorchOptimizer SGD (momentum 0.9, wd 5e-4), on random images. Each row
@@ -42,7 +42,6 @@ function rowFor(model: string): Row {
       margin: { s: c.scale, m1, m2, m3 },
     };
   }
-  // The issue's table: mbf at 32, r100 at 8 (the memory row), the rest at 16.
   const batch = Number(arg('batch', model === 'mbf' ? '32' : model === 'r100' ? '8' : '16'));
   return { model, spec: { network: model }, batch, margin: arcface };
 }

@@ -128,7 +128,7 @@ for (const backend of ['cpu', 'wasm']) {
   });
 }
 
-test('sampled head + SGD: unsampled centres still get weight decay (dense zero gradient, reference notes c)', async () => {
+test('sampled head + SGD: unsampled centres still get weight decay (dense zero gradient, as in partial_fc_v2.py)', async () => {
   await initBackend('cpu', { quiet: true });
   const head = new PartialFC({ numClasses: 30, embeddingSize: 4, sampleRate: 0.2, seed: 3, margin: { s: 64, m1: 1, m2: 0, m3: 0.4 } });
   const emb = tf.randomNormal([4, 4], 0, 1, 'float32', 9) as tf.Tensor2D;

@@ -1,5 +1,5 @@
 // A model on a verification `.bin` (lfw, cfp_fp, agedb_30), as insightface's CallBackVerification does
-// (reference notes, section e): decode once, then per evaluation embed the original and the flipped copy in
+// (arcface_torch/utils/utils_callbacks.py): decode once, then per evaluation embed the original and the flipped copy in
 // eval mode, XNorm over both, flip-sum, 10-fold accuracy, TAR@FAR.
 import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';

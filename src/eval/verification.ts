@@ -1,4 +1,4 @@
-// insightface's face-verification protocol (eval/verification.py, reference notes section e):
+// insightface's face-verification protocol (arcface_torch/eval/verification.py):
 // flip-sum embeddings, XNorm, squared L2 distance, thresholds 0..3.99, sequential 10-fold accuracy,
 // ROC curves; plus TAR at a FAR target over all pairs.
 import { ArcfaceError } from '../errors.ts';

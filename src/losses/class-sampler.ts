@@ -1,4 +1,4 @@
-// Partial FC class sampling (reference notes c.3) with its own seeded random stream.
+// Partial FC class sampling (arcface_torch/partial_fc_v2.py's `sample`) with its own seeded random stream.
 import { ArcfaceError } from '../errors.ts';
 
 /** Small seeded PRNG (mulberry32) whose whole state is one uint32, so checkpoints can restore it. */

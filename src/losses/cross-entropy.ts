@@ -1,4 +1,4 @@
-// Softmax cross-entropy as insightface's DistCrossEntropy (single process), reference notes section (c).
+// Softmax cross-entropy as insightface's DistCrossEntropy (arcface_torch/partial_fc_v2.py), single process.
 import * as tf from '@tensorflow/tfjs';
 import { type Labels, labelsTensor, oneHotFloat } from './margin.ts';
 

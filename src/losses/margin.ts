@@ -1,6 +1,6 @@
 // Combined margin softmax logits (insightface CombinedMarginLoss): ArcFace, CosFace, inter-class filtering.
 // Input: clamped cosines (N x C) and labels (-1 = no target in this row). Output: scaled logits for
-// softmax cross-entropy. See reference notes section (b).
+// softmax cross-entropy, as arcface_torch/losses.py computes them.
 import * as tf from '@tensorflow/tfjs';
 import { ArcfaceError } from '../errors.ts';
 

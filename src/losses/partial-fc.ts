@@ -1,4 +1,4 @@
-// Single-process Partial FC head (insightface PartialFC_V2, reference notes section c):
+// Single-process Partial FC head (insightface PartialFC_V2, arcface_torch/partial_fc_v2.py):
 // class centres, cosine logits, margin, DistCrossEntropy, optional class sampling.
 import * as tf from '@tensorflow/tfjs';
 import { ArcfaceError } from '../errors.ts';

@@ -1,5 +1,5 @@
 // insightface's PolynomialLRWarmup (arcface_torch/lr_scheduler.py), stepped once per iteration
-// (reference notes f). Reproduces the reference's float64 values, including the chained decay factor.
+// as train_v2.py does. Reproduces the reference's float64 values, including the chained decay factor.
 import { ArcfaceError } from '../errors.ts';
 
 export interface PolynomialLRWarmupOptions {

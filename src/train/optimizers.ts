@@ -1,5 +1,5 @@
 // SGD and AdamW with torch.optim semantics, parameter groups (own lr scale, optional global-norm clip),
-// exportable state, and the reference's gradient accumulation (reference notes f).
+// exportable state, and arcface_torch's gradient accumulation (train_v2.py's `gradient_acc`).
 import * as tf from '@tensorflow/tfjs';
 import { ArcfaceError } from '../errors.ts';
 
