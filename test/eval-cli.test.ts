@@ -50,6 +50,8 @@ async function makeBin(file: string, size: number, pairs: number, seed: number):
 }
 
 const expected: Record<string, SetEvaluation> = {};
+/** The same sets calibrated at FAR 0.05 and 0.2, with the reference's squared-L2 TAR@FAR at 0.05. */
+const calibrated: Record<string, SetEvaluation> = {};
 
 test('setup: a saved tiny model, two .bin sets, and their evaluation in process', async () => {
   await initBackend('wasm', { quiet: true });
@@ -62,6 +64,9 @@ test('setup: a saved tiny model, two .bin sets, and their evaluation in process'
   const { model } = await loadBackbone(modelDir);
   expected.setA = await evaluateModel(model, await prepareVerificationSet(setA, 32));
   expected.setB_40px = await evaluateModel(model, await prepareVerificationSet(setB, 32, { warn: () => {} }));
+  const far = { farTarget: 0.05, farTargets: [0.05, 0.2] };
+  calibrated.setA = await evaluateModel(model, await prepareVerificationSet(setA, 32), far);
+  calibrated.setB_40px = await evaluateModel(model, await prepareVerificationSet(setB, 32, { warn: () => {} }), far);
   model.dispose();
 });
 
@@ -70,7 +75,7 @@ test('eval: table on stdout with the in-process numbers; ROC PNG beside the mode
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trimEnd().split('\n');
   assert.equal(lines.length, 3, r.stdout);
-  assert.match(lines[0], /^set\s+pairs\s+Accuracy-Flip\s+accuracy %\s+XNorm\s+best thr\s+TAR@FAR<=1e-3\s+FAR\s+at thr$/);
+  assert.match(lines[0], /^set\s+pairs\s+Accuracy-Flip\s+accuracy %\s+XNorm\s+best thr \(L2²\)\s+TAR@FAR=1e-3\s+cos thr\s+TAR@FAR=1e-4\s+cos thr$/);
   for (const [i, name] of [[1, 'setA'], [2, 'setB_40px']] as const) {
     const e = expected[name];
     const cells = lines[i].split(/\s{2,}/);
@@ -80,7 +85,9 @@ test('eval: table on stdout with the in-process numbers; ROC PNG beside the mode
     assert.equal(cells[3], `${(100 * e.accuracyMean).toFixed(3)} ± ${(100 * e.accuracyStd).toFixed(3)}`);
     assert.equal(cells[4], e.xnorm.toFixed(4));
     assert.equal(cells[5], e.bestThreshold.toFixed(2));
-    assert.equal(cells[6], e.tarAtFar.tar.toFixed(4));
+    assert.equal(cells[6], e.calibration[0]!.tar.toFixed(4));
+    assert.equal(cells[7], e.calibration[0]!.threshold.toFixed(4));
+    assert.equal(cells[9], e.calibration[1]!.threshold.toFixed(4));
     assert.match(r.stderr, new RegExp(`\\[${name}\\]Accuracy-Flip: ${e.accuracyMean.toFixed(5)}\\+-${e.accuracyStd.toFixed(5)} XNorm: `));
   }
   assert.ok(expected.setA.accuracyMean > 0.6, 'the synthetic pairs are separable by this model: the numbers are not all trivial');
@@ -95,7 +102,7 @@ test('eval --json: one JSON object per set; --roc writes there, leaving no tempo
   const out = path.join(tmp, 'plots');
   fs.mkdirSync(out);
   const roc = path.join(out, 'curves.png');
-  const r = arcface('eval', '--model', modelDir, '--bin', setA, setB, '--json', '--roc', roc, '--batch-size', '4', '--backend', 'wasm');
+  const r = arcface('eval', '--model', modelDir, '--bin', setA, setB, '--json', '--roc', roc, '--batch-size', '4', '--backend', 'wasm', '--far', '0.05,0.2', '--write-card');
   assert.equal(r.code, 0, r.stderr);
   const rows = r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l));
   assert.deepEqual(rows.map((x) => [x.set, x.file]), [['setA', setA], ['setB_40px', setB]]);
@@ -111,7 +118,17 @@ test('eval --json: one JSON object per set; --roc writes there, leaving no tempo
     assert.equal(row.far, e.tarAtFar.far);
     assert.equal(row.farTarget, 1e-3);
     assert.equal(row.accuracyFlip, `${e.accuracyMean.toFixed(5)}+-${e.accuracyStd.toFixed(5)}`);
+    // Cosine thresholds at the FARs asked for: the squared-L2 operating point seen as cos = 1 - d/2.
+    const want = calibrated[row.set]!;
+    assert.deepEqual(row.calibration, want.calibration);
+    assert.ok(Math.abs(row.calibration[0].threshold - (1 - want.tarAtFar.threshold / 2)) < 1e-5, `${row.set}: cos ${row.calibration[0].threshold} vs L2 ${want.tarAtFar.threshold}`);
+    assert.equal(row.calibration[0].tar, want.tarAtFar.tar);
   }
+  // --write-card stored them in the model's card, per set; compare then decides with them.
+  const card = JSON.parse(fs.readFileSync(path.join(modelDir, 'model-card.json'), 'utf8'));
+  assert.equal(card.inputSize, 32);
+  assert.deepEqual(card.thresholds.map((t: { dataset: string; far: number }) => [t.dataset, t.far]), [['setA', 0.05], ['setA', 0.2], ['setB_40px', 0.05], ['setB_40px', 0.2]]);
+  assert.equal(card.thresholds[0].cosine, rows[0].calibration[0].threshold);
   assert.deepEqual(fs.readdirSync(out), ['curves.png']);
   const meta = await sharp(roc).metadata();
   assert.deepEqual([meta.format, meta.width, meta.height], ['png', 640, 560]);

@@ -5,6 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';
 import { compileIfEnabled, type CompiledBackbone } from '../backend/ort-infer.ts';
 import { ArcfaceError } from '../errors.ts';
+import { cosineThresholdsAtFar, exactRoc, pairCosines, type CosineAtFar, type Roc } from './calibrate.ts';
 import { readBin } from '../data/bin-set.ts';
 import { decodeImage, resizeRgb } from '../data/decode.ts';
 import { writeNormalised } from '../data/normalise.ts';
@@ -78,7 +79,10 @@ export interface EvaluateOptions {
   /** Images per forward pass (the reference's callback uses 10). */
   batchSize?: number;
   folds?: number;
+  /** FAR for the squared-L2 TAR@FAR of the reference's protocol (default 1e-3). */
   farTarget?: number;
+  /** FARs at which to calibrate cosine thresholds (default [1e-3, 1e-4]). */
+  farTargets?: readonly number[];
   /**
    * The model's compiled onnxruntime form to run (src/backend/ort-infer.ts; the caller disposes it), or
    * null for model.predict. Default: compiled for this call where the active backend is an ort engine.
@@ -95,6 +99,10 @@ export interface SetEvaluation {
   /** Threshold with the best accuracy over all pairs (ties to the smallest). */
   bestThreshold: number;
   tarAtFar: { tar: number; far: number; threshold: number; farTarget: number };
+  /** TAR and the cosine threshold (same iff cosine > threshold) at each FAR target, over all pairs. */
+  calibration: CosineAtFar[];
+  /** The exact ROC over all pairs, for plotting on a log FPR axis. */
+  roc: Roc;
   result: VerificationResult;
 }
 
@@ -157,6 +165,8 @@ export async function embedSet(
   return { embeddings: out!, dim };
 }
 
+export const DEFAULT_FAR_TARGETS: readonly number[] = [1e-3, 1e-4];
+
 /** Accuracy-Flip (10-fold mean and std), XNorm, best threshold and TAR@FAR of a model on a prepared set. */
 export async function evaluateModel(model: tf.LayersModel, set: PreparedSet, opts: EvaluateOptions = {}): Promise<SetEvaluation> {
   const folds = opts.folds ?? 10;
@@ -176,6 +186,7 @@ export async function evaluateModel(model: tf.LayersModel, set: PreparedSet, opt
   const { embeddings, xnorm } = flipSumEmbeddings(original.embeddings, flipped.embeddings, original.dim);
   const result = evaluateVerification(embeddings, original.dim, set.issame, { folds, farTarget: opts.farTarget });
   const { tar, far, threshold, farTarget } = result.tarAtFar;
+  const cosines = pairCosines(embeddings, original.dim);
   return {
     name: set.name,
     pairs: set.pairs,
@@ -184,6 +195,8 @@ export async function evaluateModel(model: tf.LayersModel, set: PreparedSet, opt
     xnorm,
     bestThreshold: result.bestThreshold,
     tarAtFar: { tar, far, threshold, farTarget },
+    calibration: cosineThresholdsAtFar(cosines, set.issame, opts.farTargets ?? DEFAULT_FAR_TARGETS),
+    roc: exactRoc(cosines, set.issame),
     result,
   };
 }

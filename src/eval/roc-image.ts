@@ -1,202 +1,145 @@
-// ROC curves as a PNG: drawn into raw RGBA pixels (axes, grid, ticks, labels with a built-in 5x7 font,
-// one coloured curve per set, a legend) and encoded with sharp. No font files or canvas needed.
+// ROC curves as SVG (real text, log-scale FPR axis, TAR@FAR marks, curves told apart by colour, dash
+// pattern and marker), rendered to PNG by sharp (librsvg).
+import fs from 'node:fs';
 import sharp from 'sharp';
 import { ArcfaceError } from '../errors.ts';
 
 export interface RocCurve {
-  /** Legend text, e.g. "lfw 0.99500". Letters, digits and + - . : = ( ) / _ % are drawn. */
+  /** Legend text, e.g. "lfw 0.99500". */
   name: string;
+  /** Increasing false-accept rates. */
   fpr: ArrayLike<number>;
   tpr: ArrayLike<number>;
+  /** Operating points to mark, e.g. TAR at FAR 1e-3. */
+  marks?: { far: number; tar: number }[];
 }
 
 export interface RocImageOptions {
   width?: number;
   height?: number;
   title?: string;
+  /** Left end of the FPR axis (a power of ten); default: the decade below the smallest non-zero FPR, at least 1e-6. */
+  minFpr?: number;
 }
 
-export interface RgbaImage {
-  width: number;
-  height: number;
-  data: Uint8Array;
-}
-
-// 5x7 glyphs, one string per row, '#' = ink.
-const FONT: Record<string, string[]> = {
-  '0': [' ### ', '#   #', '#  ##', '# # #', '##  #', '#   #', ' ### '],
-  '1': ['  #  ', ' ##  ', '  #  ', '  #  ', '  #  ', '  #  ', ' ### '],
-  '2': [' ### ', '#   #', '    #', '   # ', '  #  ', ' #   ', '#####'],
-  '3': ['#####', '   # ', '  #  ', '   # ', '    #', '#   #', ' ### '],
-  '4': ['   # ', '  ## ', ' # # ', '#  # ', '#####', '   # ', '   # '],
-  '5': ['#####', '#    ', '#### ', '    #', '    #', '#   #', ' ### '],
-  '6': ['  ## ', ' #   ', '#    ', '#### ', '#   #', '#   #', ' ### '],
-  '7': ['#####', '    #', '   # ', '  #  ', ' #   ', ' #   ', ' #   '],
-  '8': [' ### ', '#   #', '#   #', ' ### ', '#   #', '#   #', ' ### '],
-  '9': [' ### ', '#   #', '#   #', ' ####', '    #', '   # ', ' ##  '],
-  A: [' ### ', '#   #', '#   #', '#####', '#   #', '#   #', '#   #'],
-  B: ['#### ', '#   #', '#   #', '#### ', '#   #', '#   #', '#### '],
-  C: [' ### ', '#   #', '#    ', '#    ', '#    ', '#   #', ' ### '],
-  D: ['#### ', '#   #', '#   #', '#   #', '#   #', '#   #', '#### '],
-  E: ['#####', '#    ', '#    ', '#### ', '#    ', '#    ', '#####'],
-  F: ['#####', '#    ', '#    ', '#### ', '#    ', '#    ', '#    '],
-  G: [' ### ', '#   #', '#    ', '# ###', '#   #', '#   #', ' ####'],
-  H: ['#   #', '#   #', '#   #', '#####', '#   #', '#   #', '#   #'],
-  I: [' ### ', '  #  ', '  #  ', '  #  ', '  #  ', '  #  ', ' ### '],
-  J: ['  ###', '   # ', '   # ', '   # ', '   # ', '#  # ', ' ##  '],
-  K: ['#   #', '#  # ', '# #  ', '##   ', '# #  ', '#  # ', '#   #'],
-  L: ['#    ', '#    ', '#    ', '#    ', '#    ', '#    ', '#####'],
-  M: ['#   #', '## ##', '# # #', '# # #', '#   #', '#   #', '#   #'],
-  N: ['#   #', '#   #', '##  #', '# # #', '#  ##', '#   #', '#   #'],
-  O: [' ### ', '#   #', '#   #', '#   #', '#   #', '#   #', ' ### '],
-  P: ['#### ', '#   #', '#   #', '#### ', '#    ', '#    ', '#    '],
-  Q: [' ### ', '#   #', '#   #', '#   #', '# # #', '#  # ', ' ## #'],
-  R: ['#### ', '#   #', '#   #', '#### ', '# #  ', '#  # ', '#   #'],
-  S: [' ####', '#    ', '#    ', ' ### ', '    #', '    #', '#### '],
-  T: ['#####', '  #  ', '  #  ', '  #  ', '  #  ', '  #  ', '  #  '],
-  U: ['#   #', '#   #', '#   #', '#   #', '#   #', '#   #', ' ### '],
-  V: ['#   #', '#   #', '#   #', '#   #', '#   #', ' # # ', '  #  '],
-  W: ['#   #', '#   #', '#   #', '# # #', '# # #', '# # #', ' # # '],
-  X: ['#   #', '#   #', ' # # ', '  #  ', ' # # ', '#   #', '#   #'],
-  Y: ['#   #', '#   #', ' # # ', '  #  ', '  #  ', '  #  ', '  #  '],
-  Z: ['#####', '    #', '   # ', '  #  ', ' #   ', '#    ', '#####'],
-  '.': ['     ', '     ', '     ', '     ', '     ', ' ##  ', ' ##  '],
-  '-': ['     ', '     ', '     ', '#####', '     ', '     ', '     '],
-  '+': ['     ', '  #  ', '  #  ', '#####', '  #  ', '  #  ', '     '],
-  ':': ['     ', ' ##  ', ' ##  ', '     ', ' ##  ', ' ##  ', '     '],
-  '=': ['     ', '     ', '#####', '     ', '#####', '     ', '     '],
-  '(': ['   # ', '  #  ', ' #   ', ' #   ', ' #   ', '  #  ', '   # '],
-  ')': [' #   ', '  #  ', '   # ', '   # ', '   # ', '  #  ', ' #   '],
-  '/': ['    #', '    #', '   # ', '  #  ', ' #   ', '#    ', '#    '],
-  _: ['     ', '     ', '     ', '     ', '     ', '     ', '#####'],
-  '%': ['##  #', '##  #', '   # ', '  #  ', ' #   ', '#  ##', '#  ##'],
-  ' ': ['     ', '     ', '     ', '     ', '     ', '     ', '     '],
-};
-
-const COLOURS: [number, number, number][] = [
-  [31, 119, 180], [214, 39, 40], [44, 160, 44], [255, 127, 14], [148, 103, 189], [140, 86, 75],
+// Colour-blind-safe palette (Okabe-Ito) with a dash pattern and a marker each, so curves stay apart in grey too.
+const STYLES: { colour: string; dash: string; marker: 'circle' | 'square' | 'triangle' | 'diamond' }[] = [
+  { colour: '#0072B2', dash: '', marker: 'circle' },
+  { colour: '#D55E00', dash: '8 4', marker: 'square' },
+  { colour: '#009E73', dash: '2 3', marker: 'triangle' },
+  { colour: '#CC79A7', dash: '10 3 2 3', marker: 'diamond' },
+  { colour: '#E69F00', dash: '14 4', marker: 'circle' },
+  { colour: '#56B4E9', dash: '4 2', marker: 'square' },
+  { colour: '#000000', dash: '1 2', marker: 'triangle' },
 ];
 
-class Canvas {
-  readonly data: Uint8Array;
-  constructor(readonly width: number, readonly height: number) {
-    this.data = new Uint8Array(width * height * 4).fill(255);
-  }
+const escape = (s: string): string => s.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const fmt = (v: number): string => (Math.round(v * 100) / 100).toString();
 
-  set(x: number, y: number, [r, g, b]: [number, number, number]): void {
-    x = Math.round(x);
-    y = Math.round(y);
-    if (x < 0 || y < 0 || x >= this.width || y >= this.height) return;
-    const i = (y * this.width + x) * 4;
-    this.data[i] = r;
-    this.data[i + 1] = g;
-    this.data[i + 2] = b;
-    this.data[i + 3] = 255;
-  }
-
-  rect(x0: number, y0: number, x1: number, y1: number, c: [number, number, number]): void {
-    for (let y = Math.round(y0); y <= Math.round(y1); y++) for (let x = Math.round(x0); x <= Math.round(x1); x++) this.set(x, y, c);
-  }
-
-  /** Line of the given thickness, by dense sampling (simple and good enough for a plot). */
-  line(x0: number, y0: number, x1: number, y1: number, c: [number, number, number], thick = 1): void {
-    const n = Math.max(1, Math.ceil(Math.hypot(x1 - x0, y1 - y0) * 2));
-    const h = (thick - 1) / 2;
-    for (let i = 0; i <= n; i++) {
-      const x = x0 + ((x1 - x0) * i) / n;
-      const y = y0 + ((y1 - y0) * i) / n;
-      if (thick <= 1) this.set(x, y, c);
-      else this.rect(x - h, y - h, x + h, y + h, c);
-    }
-  }
-
-  /** Text at scale `s`; (x, y) is the top-left corner. Returns the width drawn. */
-  text(str: string, x: number, y: number, c: [number, number, number], s = 2): number {
-    let cx = x;
-    for (const ch of str.toUpperCase()) {
-      const g = FONT[ch] ?? FONT[' '];
-      for (let r = 0; r < 7; r++) for (let k = 0; k < 5; k++) if (g[r][k] === '#') this.rect(cx + k * s, y + r * s, cx + k * s + s - 1, y + r * s + s - 1, c);
-      cx += 6 * s;
-    }
-    return cx - x;
-  }
-
-  /** Text rotated 90 degrees counter-clockwise (for the y-axis label); (x, y) is the bottom-left corner. */
-  textUp(str: string, x: number, y: number, c: [number, number, number], s = 2): void {
-    let cy = y;
-    for (const ch of str.toUpperCase()) {
-      const g = FONT[ch] ?? FONT[' '];
-      for (let r = 0; r < 7; r++) for (let k = 0; k < 5; k++) if (g[r][k] === '#') this.rect(x + r * s, cy - k * s - s + 1, x + r * s + s - 1, cy - k * s, c);
-      cy -= 6 * s;
-    }
-  }
+/** The plot's geometry: FPR on a log axis from `minFpr` to 1, TPR linear 0..1. */
+export function rocLayout(width: number, height: number, minFpr: number) {
+  const left = 72;
+  const right = width - 24;
+  const top = 44;
+  const bottom = height - 56;
+  const lo = Math.log10(minFpr);
+  return {
+    left,
+    right,
+    top,
+    bottom,
+    x: (fpr: number) => left + ((Math.log10(Math.max(fpr, minFpr)) - lo) / -lo) * (right - left),
+    y: (tpr: number) => bottom - tpr * (bottom - top),
+  };
 }
 
-const textWidth = (s: string, scale: number) => s.length * 6 * scale;
+function autoMinFpr(curves: RocCurve[]): number {
+  let min = 1;
+  for (const c of curves) for (let i = 0; i < c.fpr.length; i++) if (c.fpr[i] > 0) min = Math.min(min, c.fpr[i]);
+  return Math.min(1e-1, Math.max(1e-6, 10 ** Math.floor(Math.log10(min))));
+}
 
-/** Draws the ROC plot (FPR on x, TPR on y, both 0..1) into an RGBA image. */
-export function renderRoc(curves: RocCurve[], opts: RocImageOptions = {}): RgbaImage {
+function marker(kind: string, x: number, y: number, colour: string): string {
+  const r = 5;
+  const style = `fill="white" stroke="${colour}" stroke-width="2"`;
+  if (kind === 'circle') return `<circle cx="${fmt(x)}" cy="${fmt(y)}" r="${r}" ${style}/>`;
+  if (kind === 'square') return `<rect x="${fmt(x - r)}" y="${fmt(y - r)}" width="${2 * r}" height="${2 * r}" ${style}/>`;
+  if (kind === 'triangle') return `<polygon points="${fmt(x)},${fmt(y - r - 1)} ${fmt(x + r + 1)},${fmt(y + r)} ${fmt(x - r - 1)},${fmt(y + r)}" ${style}/>`;
+  return `<polygon points="${fmt(x)},${fmt(y - r - 1)} ${fmt(x + r + 1)},${fmt(y)} ${fmt(x)},${fmt(y + r + 1)} ${fmt(x - r - 1)},${fmt(y)}" ${style}/>`;
+}
+
+/** The ROC plot as an SVG document. */
+export function rocSvg(curves: RocCurve[], opts: RocImageOptions = {}): string {
   const width = opts.width ?? 640;
   const height = opts.height ?? 560;
-  if (width < 200 || height < 200) throw new ArcfaceError(`roc image: ${width}x${height} is too small (at least 200x200)`);
   for (const c of curves) {
-    if (c.fpr.length !== c.tpr.length) throw new ArcfaceError(`roc image: curve "${c.name}" has ${c.fpr.length} FPR and ${c.tpr.length} TPR values`);
+    if (c.fpr.length !== c.tpr.length) throw new ArcfaceError(`ROC curve "${c.name}": ${c.fpr.length} FPR and ${c.tpr.length} TPR values`);
   }
-  const cv = new Canvas(width, height);
-  const black: [number, number, number] = [0, 0, 0];
-  const grey: [number, number, number] = [225, 225, 225];
-  const left = 80;
-  const right = width - 24;
-  const top = 48;
-  const bottom = height - 70;
-  const px = (f: number) => left + f * (right - left);
-  const py = (t: number) => bottom - t * (bottom - top);
-
-  const title = opts.title ?? 'ROC';
-  cv.text(title, (width - textWidth(title, 2)) / 2, 14, black, 2);
+  const minFpr = opts.minFpr ?? autoMinFpr(curves);
+  if (!(minFpr > 0 && minFpr < 1)) throw new ArcfaceError(`ROC plot: the FPR axis must start in (0, 1), got ${minFpr}`);
+  const L = rocLayout(width, height, minFpr);
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+  ];
+  // Grid and ticks: decades on x (minor ticks at 2..9), tenths on y.
+  for (let e = Math.round(Math.log10(minFpr)); e <= 0; e++) {
+    const x = L.x(10 ** e);
+    out.push(`<line x1="${fmt(x)}" y1="${L.top}" x2="${fmt(x)}" y2="${L.bottom}" stroke="#d0d0d0"/>`);
+    out.push(`<text x="${fmt(x)}" y="${L.bottom + 18}" font-size="12" text-anchor="middle">${e === 0 ? '1' : `1e${e}`}</text>`);
+    if (e < 0) {
+      for (let m = 2; m <= 9; m++) {
+        const xm = L.x(m * 10 ** e);
+        out.push(`<line x1="${fmt(xm)}" y1="${L.bottom}" x2="${fmt(xm)}" y2="${L.bottom + 4}" stroke="black"/>`);
+      }
+    }
+  }
   for (let i = 0; i <= 10; i++) {
-    const v = i / 10;
-    cv.line(px(v), top, px(v), bottom, grey);
-    cv.line(left, py(v), right, py(v), grey);
+    const y = L.y(i / 10);
+    out.push(`<line x1="${L.left}" y1="${fmt(y)}" x2="${L.right}" y2="${fmt(y)}" stroke="#e4e4e4"/>`);
+    out.push(`<text x="${L.left - 8}" y="${fmt(y + 4)}" font-size="12" text-anchor="end">${(i / 10).toFixed(1)}</text>`);
   }
-  cv.line(px(0), py(0), px(1), py(1), [190, 190, 190]); // chance diagonal
-  for (let i = 0; i <= 5; i++) {
-    const v = i / 5;
-    const label = v.toFixed(1);
-    cv.line(px(v), bottom, px(v), bottom + 6, black, 2);
-    cv.text(label, px(v) - textWidth(label, 2) / 2, bottom + 12, black, 2);
-    cv.line(left - 6, py(v), left, py(v), black, 2);
-    cv.text(label, left - 10 - textWidth(label, 2), py(v) - 7, black, 2);
-  }
-  const xl = 'FALSE POSITIVE RATE';
-  cv.text(xl, (left + right - textWidth(xl, 2)) / 2, bottom + 40, black, 2);
-  const yl = 'TRUE POSITIVE RATE';
-  cv.textUp(yl, 8, (top + bottom + textWidth(yl, 2)) / 2, black, 2);
+  out.push(`<rect x="${L.left}" y="${L.top}" width="${L.right - L.left}" height="${L.bottom - L.top}" fill="none" stroke="black"/>`);
+  out.push(`<text x="${(L.left + L.right) / 2}" y="${height - 16}" font-size="14" text-anchor="middle">False accept rate (log scale)</text>`);
+  out.push(`<text transform="translate(18 ${(L.top + L.bottom) / 2}) rotate(-90)" font-size="14" text-anchor="middle">True accept rate</text>`);
+  if (opts.title) out.push(`<text x="${(L.left + L.right) / 2}" y="26" font-size="16" font-weight="bold" text-anchor="middle">${escape(opts.title)}</text>`);
 
   curves.forEach((c, k) => {
-    const col = COLOURS[k % COLOURS.length];
-    // Sort points by FPR (then TPR) so the polyline runs left to right.
-    const pts = Array.from({ length: c.fpr.length }, (_, i) => [c.fpr[i], c.tpr[i]]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-    for (let i = 1; i < pts.length; i++) cv.line(px(pts[i - 1][0]), py(pts[i - 1][1]), px(pts[i][0]), py(pts[i][1]), col, 3);
-    // Legend, bottom right inside the axes.
-    const ly = bottom - 20 - (curves.length - 1 - k) * 20;
-    const lx = right - 16 - textWidth(c.name, 2) - 30;
-    cv.rect(lx, ly + 5, lx + 22, ly + 8, col);
-    cv.text(c.name, lx + 30, ly, black, 2);
+    const s = STYLES[k % STYLES.length]!;
+    const pts: string[] = [];
+    for (let i = 0; i < c.fpr.length; i++) pts.push(`${fmt(L.x(c.fpr[i]))},${fmt(L.y(c.tpr[i]))}`);
+    out.push(`<polyline data-curve="${k}" points="${pts.join(' ')}" fill="none" stroke="${s.colour}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/>`);
+    for (const m of c.marks ?? []) out.push(marker(s.marker, L.x(m.far), L.y(m.tar), s.colour));
   });
-  cv.rect(left, top, left + 1, bottom, black); // axes drawn last, over the curves' ends
-  cv.rect(left, bottom - 1, right, bottom, black);
-  cv.rect(right - 1, top, right, bottom, black);
-  cv.rect(left, top, right, top + 1, black);
-  return { width, height, data: cv.data };
+  // Legend, bottom right (ROC curves hug the top left).
+  const rowH = 20;
+  const legendW = Math.min(L.right - L.left - 20, 60 + 7.5 * Math.max(0, ...curves.map((c) => c.name.length)));
+  const lx = L.right - legendW - 10;
+  const ly = L.bottom - 10 - rowH * curves.length;
+  if (curves.length) out.push(`<rect x="${fmt(lx)}" y="${fmt(ly - 6)}" width="${fmt(legendW)}" height="${rowH * curves.length + 8}" fill="white" fill-opacity="0.9" stroke="#909090"/>`);
+  curves.forEach((c, k) => {
+    const s = STYLES[k % STYLES.length]!;
+    const y = ly + rowH * k + 8;
+    out.push(`<line x1="${fmt(lx + 8)}" y1="${fmt(y)}" x2="${fmt(lx + 44)}" y2="${fmt(y)}" stroke="${s.colour}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/>`);
+    out.push(marker(s.marker, lx + 26, y, s.colour));
+    out.push(`<text x="${fmt(lx + 52)}" y="${fmt(y + 4)}" font-size="13">${escape(c.name)}</text>`);
+  });
+  out.push('</svg>');
+  return out.join('\n');
 }
 
-/** Writes the ROC plot as a PNG file. */
-export async function writeRocPng(path: string, curves: RocCurve[], opts: RocImageOptions = {}): Promise<void> {
-  const img = renderRoc(curves, opts);
+/** Renders the plot to PNG bytes. */
+export async function renderRocPng(curves: RocCurve[], opts: RocImageOptions = {}): Promise<Uint8Array> {
+  const buf = await sharp(Buffer.from(rocSvg(curves, opts))).png().toBuffer();
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
+}
+
+/** Writes the plot as PNG, or as SVG when the path ends in `.svg`. */
+export async function writeRocImage(file: string, curves: RocCurve[], opts: RocImageOptions = {}): Promise<void> {
+  const bytes = file.toLowerCase().endsWith('.svg') ? Buffer.from(rocSvg(curves, opts)) : await renderRocPng(curves, opts);
   try {
-    await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 4 } }).png().toFile(path);
+    fs.writeFileSync(file, bytes);
   } catch (e) {
-    throw new ArcfaceError(`cannot write ROC image: ${(e as Error).message}`, path);
+    throw new ArcfaceError(`cannot write the ROC image (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, file);
   }
 }

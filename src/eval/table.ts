@@ -5,11 +5,13 @@ import { accuracyFlip } from './verification.ts';
 /** `1e-3` rather than `0.001` in the column header. */
 const farLabel = (far: number): string => (far > 0 && far < 0.01 ? far.toExponential().replace(/e-0*/, 'e-') : String(far));
 
-const threshold = (t: number): string => (Number.isFinite(t) ? t.toFixed(4) : 'inf');
-
+/**
+ * Accuracy as the reference prints it, its best squared-L2 threshold, then TAR and the cosine threshold
+ * (the unit `compare` takes: same iff cosine > threshold) at each calibrated FAR.
+ */
 export function formatEvalTable(rows: readonly SetEvaluation[]): string {
-  const far = rows[0]?.tarAtFar.farTarget ?? 1e-3;
-  const header = ['set', 'pairs', 'Accuracy-Flip', 'accuracy %', 'XNorm', 'best thr', `TAR@FAR<=${farLabel(far)}`, 'FAR', 'at thr'];
+  const fars = rows[0]?.calibration.map((c) => c.farTarget) ?? [];
+  const header = ['set', 'pairs', 'Accuracy-Flip', 'accuracy %', 'XNorm', 'best thr (L2²)', ...fars.flatMap((f) => [`TAR@FAR=${farLabel(f)}`, 'cos thr'])];
   const body = rows.map((r) => [
     r.name,
     String(r.pairs),
@@ -17,9 +19,7 @@ export function formatEvalTable(rows: readonly SetEvaluation[]): string {
     `${(100 * r.accuracyMean).toFixed(3)} ± ${(100 * r.accuracyStd).toFixed(3)}`,
     r.xnorm.toFixed(4),
     r.bestThreshold.toFixed(2),
-    r.tarAtFar.tar.toFixed(4),
-    r.tarAtFar.far.toFixed(5),
-    threshold(r.tarAtFar.threshold),
+    ...r.calibration.flatMap((c) => [c.tar.toFixed(4), c.threshold.toFixed(4)]),
   ]);
   const widths = header.map((h, c) => Math.max(h.length, ...body.map((b) => b[c].length)));
   const line = (cells: string[]) => cells.map((s, c) => (c === 0 ? s.padEnd(widths[c]) : s.padStart(widths[c]))).join('  ').trimEnd();
@@ -42,5 +42,7 @@ export function evalJson(r: SetEvaluation, extra: Record<string, unknown> = {}):
     tar: r.tarAtFar.tar,
     far: r.tarAtFar.far,
     tarThreshold: Number.isFinite(r.tarAtFar.threshold) ? r.tarAtFar.threshold : null,
+    /** Cosine thresholds: same iff cosine > threshold. */
+    calibration: r.calibration,
   };
 }

@@ -1,0 +1,111 @@
+// The model card: what a user of an exported face model needs to use it exactly as trained — embedding
+// and input size, input convention, alignment template, calibrated thresholds (with the FAR and the data
+// set they were measured on) and provenance. Stored as `model-card.json` beside a tfjs model.json, as a
+// `<file>.card.json` sidecar beside .onnx/.pth files, and inside exported ONNX as metadata.
+import fs from 'node:fs';
+import path from 'node:path';
+import { ArcfaceError } from '../errors.ts';
+import { arcfaceTemplate } from './align.ts';
+
+export const CARD_FILE = 'model-card.json';
+/** The ONNX metadata_props key that holds the card's JSON. */
+export const ONNX_CARD_KEY = 'arcface.model_card';
+
+export interface CalibratedThreshold {
+  /** The FAR the threshold was chosen for. */
+  far: number;
+  /** Same person iff cosine similarity > this. */
+  cosine: number;
+  /** Genuine pairs accepted at it. */
+  tar: number;
+  /** The pair set it was measured on, and how many pairs it has. */
+  dataset: string;
+  pairs: number;
+}
+
+export interface ModelCard {
+  embeddingSize: number;
+  inputSize: number;
+  /** Pixels the model expects: (x - mean) / std per channel, in this channel order, NHWC. */
+  input: { channels: 'RGB' | 'BGR'; mean: number; std: number };
+  alignment: { template: string; points: (readonly [number, number])[] };
+  network?: string;
+  thresholds: CalibratedThreshold[];
+  provenance: { source?: string; created: string; tool: string; notes?: string[] };
+}
+
+export function defaultCard(embeddingSize: number, inputSize: number, extra: Partial<ModelCard> = {}): ModelCard {
+  return {
+    embeddingSize,
+    inputSize,
+    input: { channels: 'RGB', mean: 127.5, std: 127.5 },
+    alignment: { template: `insightface arcface ${inputSize}x${inputSize}`, points: [...arcfaceTemplate(inputSize)] },
+    thresholds: [],
+    provenance: { created: new Date().toISOString(), tool: 'arcface-ts' },
+    ...extra,
+  };
+}
+
+/** Where a model's card lives: inside a tfjs model directory, else a sidecar beside the file. */
+export function cardPath(model: string): string {
+  if (fs.existsSync(model) && fs.statSync(model).isDirectory()) return path.join(model, CARD_FILE);
+  if (path.basename(model) === 'model.json') return path.join(path.dirname(model), CARD_FILE);
+  return `${model}.card.json`;
+}
+
+/** Checks a parsed card's shape; `where` names the file (or ONNX metadata) in errors. */
+export function parseCard(text: string, where: string): ModelCard {
+  let c: unknown;
+  try {
+    c = JSON.parse(text);
+  } catch (e) {
+    throw new ArcfaceError(`model card is not valid JSON (${(e as Error).message})`, where);
+  }
+  const card = c as ModelCard;
+  const bad = (key: string) => new ArcfaceError(`model card: "${key}" is missing or invalid`, where);
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new ArcfaceError('model card must be a JSON object', where);
+  if (!Number.isInteger(card.embeddingSize) || card.embeddingSize < 1) throw bad('embeddingSize');
+  if (!Number.isInteger(card.inputSize) || card.inputSize < 1) throw bad('inputSize');
+  if (!Array.isArray(card.thresholds)) throw bad('thresholds');
+  card.thresholds.forEach((t, i) => {
+    if (!(t && t.far > 0 && t.far <= 1 && Number.isFinite(t.cosine) && t.cosine >= -1 && t.cosine <= 1)) throw bad(`thresholds[${i}]`);
+  });
+  return card;
+}
+
+/** The card stored with a model, or undefined when it has none. */
+export function readCard(model: string): ModelCard | undefined {
+  const file = cardPath(model);
+  if (!fs.existsSync(file)) return undefined;
+  return parseCard(fs.readFileSync(file, 'utf8'), file);
+}
+
+export function writeCard(model: string, card: ModelCard): string {
+  const file = cardPath(model);
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    fs.writeFileSync(tmp, `${JSON.stringify(card, null, 2)}\n`);
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw new ArcfaceError(`cannot write the model card (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, file);
+  }
+  return file;
+}
+
+/** Replaces the card's thresholds measured on `dataset` (other data sets' stay). */
+export function withThresholds(card: ModelCard, dataset: string, thresholds: CalibratedThreshold[]): ModelCard {
+  return { ...card, thresholds: [...card.thresholds.filter((t) => t.dataset !== dataset), ...thresholds] };
+}
+
+/**
+ * The threshold to decide with: at the FAR asked for, else 1e-3 if calibrated, else the smallest FAR
+ * calibrated (the strictest). Undefined when the card has none.
+ */
+export function pickThreshold(card: ModelCard | undefined, far?: number): CalibratedThreshold | undefined {
+  const ts = card?.thresholds ?? [];
+  if (!ts.length) return undefined;
+  const at = (f: number) => ts.find((t) => Math.abs(t.far - f) <= 1e-12 * f);
+  if (far !== undefined) return at(far);
+  return at(1e-3) ?? [...ts].sort((a, b) => a.far - b.far)[0];
+}
