@@ -79,7 +79,7 @@ test('arcface compare: JSON verdict on stdout, a readable line on stderr', { ski
   assert.equal(out.verdict, 'same');
   assert.equal(out.threshold, 0.5);
   assert.ok(out.cosine >= 0.5 && out.cosine <= 1, String(out.cosine));
-  assert.match(r.stderr, /cosine 0\.\d{4} -> same person \(threshold 0\.5\)/);
+  assert.match(r.stderr, /cosine 0\.\d{4} -> same person \(threshold 0\.5, given\)/);
 });
 
 test('arcface embed: JSON lines with landmarks and score, a skipped line for a face-less image; saved embeddings compare', { skip }, async () => {

@@ -10,6 +10,7 @@ import inspectCommand from './commands/inspect.ts';
 import evalCommand from './commands/eval.ts';
 import embedCommand from './commands/embed.ts';
 import compareCommand from './commands/compare.ts';
+import searchCommand from './commands/search.ts';
 
 export const commands: CommandModule<any, any>[] = [
   demoCommand,
@@ -22,4 +23,5 @@ export const commands: CommandModule<any, any>[] = [
   evalCommand,
   embedCommand,
   compareCommand,
+  searchCommand,
 ];

@@ -109,3 +109,25 @@ export function pickThreshold(card: ModelCard | undefined, far?: number): Calibr
   if (far !== undefined) return at(far);
   return at(1e-3) ?? [...ts].sort((a, b) => a.far - b.far)[0];
 }
+
+export interface Decision {
+  /** Same person iff cosine > value. */
+  value: number;
+  /** Where it came from, for the user: "--threshold", "model card: FAR 0.001 on lfw", "default". */
+  source: string;
+}
+
+/**
+ * The threshold to decide with: one given explicitly wins; else the card's (at `far` when given); else
+ * `fallback`. Asking for a FAR the card has no threshold for is an error naming the FARs it has.
+ */
+export function decisionThreshold(opts: { threshold?: number; far?: number; card?: ModelCard; cardFile?: string; fallback: number }): Decision {
+  if (opts.threshold !== undefined) return { value: opts.threshold, source: 'given' };
+  const t = pickThreshold(opts.card, opts.far);
+  if (t) return { value: t.cosine, source: `model card: FAR ${t.far} on ${t.dataset}` };
+  if (opts.far !== undefined) {
+    const have = opts.card?.thresholds.map((x) => x.far).join(', ');
+    throw new ArcfaceError(`the model card has no threshold at FAR ${opts.far}${have ? ` (it has ${have})` : ''}; calibrate with \`arcface eval --far ${opts.far} --write-card\``, opts.cardFile);
+  }
+  return { value: opts.fallback, source: 'default' };
+}

@@ -32,6 +32,7 @@ export function cosineSimilarity(a: ArrayLike<number>, b: ArrayLike<number>, lab
  */
 export const DEFAULT_THRESHOLD = 0.35;
 
+/** Same person iff cosine > threshold: the rule calibrated thresholds are chosen for (src/eval/calibrate.ts). */
 export function verdict(cosine: number, threshold = DEFAULT_THRESHOLD): 'same' | 'different' {
-  return cosine >= threshold ? 'same' : 'different';
+  return cosine > threshold ? 'same' : 'different';
 }
