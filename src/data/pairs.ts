@@ -9,6 +9,8 @@ import path from 'node:path';
 import { ArcfaceError } from '../errors.ts';
 import { prepareImage } from './prepare-image.ts';
 import type { VerificationSet } from './bin-set.ts';
+import { ImageFolderSource } from './folder-source.ts';
+import { Rng } from './random.ts';
 
 export interface Pair {
   a: string;
@@ -106,4 +108,56 @@ export async function buildVerificationSet(
     opts.onProgress?.(i + 1, pairs.length);
   }
   return { set: { images, issame }, reencoded };
+}
+
+export interface FolderPairsOptions {
+  /** Genuine pairs to draw: 'all' (every two photos of one person) or at most N of them. */
+  genuine?: 'all' | number;
+  /** Impostor pairs per genuine pair (default 1: balanced, as LFW). */
+  impostorRatio?: number;
+  seed?: number;
+}
+
+/**
+ * Genuine and impostor pairs from a labelled folder (a sub-folder of photos per person), seeded.
+ * Genuine and impostor pairs alternate, so every sequential fold of the 10-fold protocol holds both.
+ */
+export function pairsFromFolder(root: string, opts: FolderPairsOptions = {}): Pair[] {
+  const src = new ImageFolderSource(root);
+  const rng = new Rng([opts.seed ?? 0, 0x9a125]);
+  const byClass: string[][] = src.classes.map(() => []);
+  src.files.forEach((f, i) => byClass[src.labels[i]!]!.push(f));
+  const genuineAll: [string, string][] = [];
+  for (const files of byClass) for (let i = 0; i < files.length; i++) for (let j = i + 1; j < files.length; j++) genuineAll.push([files[i]!, files[j]!]);
+  if (!genuineAll.length) throw new ArcfaceError('no genuine pairs: every person has a single photo (need two or more of someone)', root);
+  if (src.classes.length < 2) throw new ArcfaceError('no impostor pairs: the folder holds one person (need two or more sub-folders)', root);
+  const want = opts.genuine ?? 'all';
+  if (want !== 'all' && (!Number.isInteger(want) || want < 1)) throw new ArcfaceError(`the number of genuine pairs must be a positive integer or "all", got ${want}`);
+  const genuine = want === 'all' || want >= genuineAll.length ? genuineAll : rng.shuffle(genuineAll.slice()).slice(0, want);
+  const ratio = opts.impostorRatio ?? 1;
+  if (!(ratio > 0)) throw new ArcfaceError(`the impostor ratio must be positive, got ${ratio}`);
+  // Impostors: two different people, one photo each, drawn without repeating a pair.
+  const people = byClass.length;
+  let possible = 0;
+  for (let a = 0; a < people; a++) for (let b = a + 1; b < people; b++) possible += byClass[a]!.length * byClass[b]!.length;
+  const nImpostor = Math.min(possible, Math.round(genuine.length * ratio));
+  const seen = new Set<string>();
+  const impostor: [string, string][] = [];
+  while (impostor.length < nImpostor) {
+    const a = rng.nextInt(people);
+    let b = rng.nextInt(people - 1);
+    if (b >= a) b++;
+    const fa = byClass[a]![rng.nextInt(byClass[a]!.length)]!;
+    const fb = byClass[b]![rng.nextInt(byClass[b]!.length)]!;
+    const key = fa < fb ? `${fa}\0${fb}` : `${fb}\0${fa}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    impostor.push([fa, fb]);
+  }
+  const out: Pair[] = [];
+  for (let i = 0; i < Math.max(genuine.length, impostor.length); i++) {
+    if (i < genuine.length) out.push({ a: genuine[i]![0], b: genuine[i]![1], same: true, line: out.length + 1 });
+    if (i < impostor.length) out.push({ a: impostor[i]![0], b: impostor[i]![1], same: false, line: out.length + 1 });
+  }
+  return out;
 }
