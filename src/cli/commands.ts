@@ -5,6 +5,7 @@ import exportCommand from './commands/export.ts';
 import demoCommand from './commands/demo.ts';
 import trainCommand from './commands/train.ts';
 import packCommand from './commands/pack.ts';
+import alignCommand from './commands/align.ts';
 import packBinCommand from './commands/pack-bin.ts';
 import inspectCommand from './commands/inspect.ts';
 import evalCommand from './commands/eval.ts';
@@ -17,6 +18,7 @@ export const commands: CommandModule<any, any>[] = [
   trainCommand,
   importCommand,
   exportCommand,
+  alignCommand,
   packCommand,
   packBinCommand,
   inspectCommand,

@@ -1,7 +1,8 @@
 // A pool of worker threads that read, decode and normalise images straight into shared batch memory.
 // Each worker opens the source itself (positioned reads of the .rec), so the main thread only hands out
 // slot ranges and never touches pixels.
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startWorker } from '../util/worker.ts';
 import { ArcfaceError } from '../errors.ts';
 import type { WorkerReply, WorkerRequest } from './decode-worker.ts';
 import type { FillOptions, FillTask, SkipNote } from './fill.ts';
@@ -14,14 +15,6 @@ interface Pending {
 }
 
 const WORKER_URL = new URL('./decode-worker.ts', import.meta.url);
-
-/** Starts a worker running TypeScript: registers tsx's loader inside the thread, then imports the module. */
-function spawn(): Worker {
-  if (WORKER_URL.pathname.endsWith('.js')) return new Worker(WORKER_URL);
-  const tsx = import.meta.resolve('tsx/esm/api');
-  const code = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(WORKER_URL.href)}); })`;
-  return new Worker(code, { eval: true });
-}
 
 export class DecodePool {
   private readonly workers: Worker[] = [];
@@ -39,7 +32,7 @@ export class DecodePool {
     const pool = new DecodePool(n);
     const ready: Promise<void>[] = [];
     for (let w = 0; w < n; w++) {
-      const worker = spawn();
+      const worker = startWorker(WORKER_URL);
       pool.workers.push(worker);
       pool.load.push(0);
       ready.push(
