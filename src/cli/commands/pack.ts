@@ -3,7 +3,12 @@ import type { CommandModule } from 'yargs';
 import { SingleBar, Presets } from 'cli-progress';
 import { packFolder } from '../../data/pack-folder.ts';
 import type { PackLayout } from '../../data/pack-writer.ts';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { ArcfaceError } from '../../errors.ts';
+import { alignPhotos } from '../../infer/align-photos.ts';
+import { initInferBackend } from '../../infer/backend.ts';
 
 interface Args {
   folder: string;
@@ -13,6 +18,9 @@ interface Args {
   layout: PackLayout;
   force: boolean;
   progress: boolean;
+  align: boolean;
+  workers?: number;
+  backend?: string;
 }
 
 const command: CommandModule<object, Args> = {
@@ -27,7 +35,10 @@ const command: CommandModule<object, Args> = {
       .option('layout', { type: 'string', choices: ['insightface', 'plain'], default: 'insightface', describe: 'insightface: meta record 0 + identity records; plain: images only, keys from 0' })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing pack in --out' })
       .option('progress', { type: 'boolean', default: true, describe: 'show a progress bar on stderr' })
-      .example('$0 pack photos/ --out data/mine', 'photos/alice/*.jpg, photos/bob/*.png ... -> data/mine/train.rec') as never,
+      .option('align', { type: 'boolean', default: false, describe: 'detect and align the faces of raw photos first (as `arcface align`; report in --out)' })
+      .option('workers', { type: 'number', describe: 'with --align: worker threads for detection' })
+      .example('$0 pack photos/ --out data/mine', 'photos/alice/*.jpg, photos/bob/*.png ... -> data/mine/train.rec')
+      .example('$0 pack raw-photos/ --out data/mine --align', 'detect and align first') as never,
   handler: async (argv) => {
     if (!Number.isInteger(argv.size) || argv.size < 8) throw new ArcfaceError(`--size must be an integer >= 8, got ${argv.size}`);
     if (!Number.isInteger(argv.quality) || argv.quality < 1 || argv.quality > 100) throw new ArcfaceError(`--quality must be 1..100, got ${argv.quality}`);
@@ -37,8 +48,21 @@ const command: CommandModule<object, Args> = {
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     let started = false;
+    let folder = argv.folder;
+    let aligned: string | undefined;
     try {
-      const r = await packFolder(argv.folder, {
+      if (argv.align) {
+        await initInferBackend(argv.backend, true);
+        aligned = fs.mkdtempSync(path.join(os.tmpdir(), 'arcface-pack-align-'));
+        const report = await alignPhotos([argv.folder], aligned, { size: argv.size, workers: argv.workers });
+        fs.mkdirSync(argv.out, { recursive: true });
+        const reportFile = path.join(argv.out, 'align-report.json');
+        fs.writeFileSync(reportFile, `${JSON.stringify(report, null, 2)}\n`);
+        for (const f of report.flagged) process.stderr.write(`arcface: ${f.file}: ${f.notes.join('; ')}\n`);
+        process.stderr.write(`arcface: aligned ${report.aligned + report.passthrough} of ${report.photos} photos (report: ${reportFile})\n`);
+        folder = aligned;
+      }
+      const r = await packFolder(folder, {
         out: argv.out,
         size: argv.size,
         quality: argv.quality,
@@ -64,6 +88,7 @@ const command: CommandModule<object, Args> = {
         `${JSON.stringify({ out: argv.out, identities: r.identities, images: r.images, skipped: r.skipped.length, reencoded: r.reencoded, splitRecords: r.splitRecords, files: r.files })}\n`,
       );
     } finally {
+      if (aligned) fs.rmSync(aligned, { recursive: true, force: true });
       bar?.stop();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
