@@ -51,7 +51,7 @@ test('pairsFromFolder: a folder of one person, or of single photos, is a clear e
   fs.mkdirSync(path.join(one, 'solo'), { recursive: true });
   fs.copyFileSync(path.join(root, 'ann', '0.png'), path.join(one, 'solo', 'a.png'));
   fs.copyFileSync(path.join(root, 'ann', '1.png'), path.join(one, 'solo', 'b.png'));
-  assert.throws(() => pairsFromFolder(one), /one: no impostor pairs: the folder holds one person/);
+  assert.throws(() => pairsFromFolder(one), /one: no impostor pairs: the data holds one person/);
   const singles = path.join(tmp, 'singles');
   for (const p of ['x', 'y']) {
     fs.mkdirSync(path.join(singles, p), { recursive: true });

@@ -69,6 +69,15 @@ export interface TrainConfig {
   freeze_bn: boolean;
   /** Backbone lr = lr * this (the head keeps lr). */
   backbone_lr_scale: number;
+  /**
+   * Fine-tuning on a few photos per person: batch size and epochs adapt to the data, `val_split` of each
+   * person's photos are held out as a verification set, accuracy is measured before and after.
+   */
+  small_data: boolean;
+  /** With small_data: the share of each person's photos held out (at least two of anyone with four or more). */
+  val_split: number;
+  /** With small_data: train at least this many steps. */
+  min_steps: number;
 }
 
 type Kind = 'number' | 'integer' | 'string' | 'boolean' | 'number[]' | 'integer[]' | 'string[]';
@@ -110,6 +119,9 @@ const SCHEMA: Record<keyof TrainConfig, { kind: Kind; nullable?: boolean; min?: 
   init: { kind: 'string', nullable: true },
   freeze_bn: { kind: 'boolean' },
   backbone_lr_scale: { kind: 'number', min: 0 },
+  small_data: { kind: 'boolean' },
+  val_split: { kind: 'number', min: 0 },
+  min_steps: { kind: 'integer', min: 1 },
 };
 
 export const CONFIG_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'configs');

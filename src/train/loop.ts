@@ -10,7 +10,11 @@ import { buildBackbone, type BackboneSpec } from '../models/factory.ts';
 import { saveModel } from '../models/io.ts';
 import { PartialFC } from '../losses/partial-fc.ts';
 import { formatAccuracyFlip } from '../eval/verification.ts';
-import { evaluateModel, prepareVerificationSet, type PreparedSet } from '../eval/evaluate-bin.ts';
+import { evaluateModel, prepareVerificationSet, type PreparedSet, type SetEvaluation } from '../eval/evaluate-bin.ts';
+import { writeBin } from '../data/bin-set.ts';
+import { subsetSource } from '../data/subset.ts';
+import { defaultCard, withThresholds, writeCard } from '../infer/card.ts';
+import { planSmallData } from './small-data.ts';
 import { specFromConfig, type TrainConfig } from './config.ts';
 import { trainableVariables, type BatchNormUpdate } from './forward.ts';
 import { trainStep, type StepParts } from './step.ts';
@@ -35,6 +39,8 @@ export interface TrainResult {
   finalLoss: number;
   /** Last verification result per set (mean accuracy), if any ran. */
   verification: Record<string, { accuracy: number; std: number; xnorm: number }>;
+  /** small_data: the held-out verification before the first step. */
+  verificationBefore?: Record<string, { accuracy: number; std: number; xnorm: number }>;
   best: Record<string, number>;
   modelDir: string;
 }
@@ -68,10 +74,25 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     resumed?.spec ?? (pretrained?.spec ? { ...pretrained.spec, embeddingSize: cfg.embedding_size } : undefined) ?? specFromConfig(cfg);
 
   // ---- data
-  const source = openTrainingSource(cfg.rec);
+  let source = openTrainingSource(cfg.rec);
   const numClasses = cfg.num_classes ?? source.numClasses;
   if (source.numClasses > numClasses) {
     throw new ArcfaceError(`the data has ${source.numClasses} classes but num_classes is ${numClasses}`, cfg.rec);
+  }
+  let holdoutBin: string | undefined;
+  if (cfg.small_data) {
+    const plan = planSmallData(Array.from({ length: source.length }, (_, i) => source.label(i)), cfg, cfg.rec);
+    process.stderr.write(`arcface: ${plan.note}\n`);
+    if (plan.pairs.length) {
+      // The held-out pairs as a .bin beside the run: verified during training, and reusable for calibration.
+      holdoutBin = path.join(cfg.output, 'holdout.bin');
+      fs.mkdirSync(cfg.output, { recursive: true });
+      const full = source;
+      writeBin(holdoutBin, { images: plan.pairs.flatMap(([a, b]) => [full.bytes(a), full.bytes(b)]), issame: plan.pairs.map((p) => p[2]) });
+      source = subsetSource(full, plan.train);
+      full.close();
+    }
+    cfg = { ...cfg, batch_size: plan.batchSize, num_epoch: plan.numEpoch, verbose: plan.verbose };
   }
   const numImage = cfg.num_image ?? source.length;
   const loader = await createTrainLoader({
@@ -85,6 +106,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const valFiles = resolveValTargets(cfg);
   const valSets: PreparedSet[] = [];
   for (const f of valFiles) valSets.push(await prepareVerificationSet(f, spec.inputSize));
+  if (holdoutBin) valSets.push(await prepareVerificationSet(holdoutBin, spec.inputSize));
 
   // ---- backbone and head
   const backbone = resumed?.backbone ?? buildBackbone(spec, { seed: cfg.seed, dropout: cfg.dropout });
@@ -142,6 +164,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   let lastCheckpoint: string | null = resumed ? opts.resume! : null;
   const accumulator = cfg.gradient_acc > 1 ? new GradientAccumulator(cfg.gradient_acc) : null;
   const verification: TrainResult['verification'] = {};
+  const lastEvaluation: Record<string, SetEvaluation> = {};
   const bnUpdates: BatchNormUpdate[] = [];
   const stepParts: StepParts = { backbone, head, optimizer: opt, backboneVars, bnUpdates, accumulator, freezeBatchNorm: cfg.freeze_bn };
   const side = spec.inputSize;
@@ -179,6 +202,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
       const r = await evaluateModel(backbone, set, { batchSize: cfg.val_batch_size });
       pos.best[r.name] = Math.max(pos.best[r.name] ?? 0, r.accuracyMean);
       verification[r.name] = { accuracy: r.accuracyMean, std: r.accuracyStd, xnorm: r.xnorm };
+      lastEvaluation[r.name] = r;
       sum += r.accuracyMean;
       log.line(`[${r.name}][${pos.step}]XNorm: ${r.xnorm.toFixed(6)}`);
       log.line(formatAccuracyFlip(r.name, pos.step, r));
@@ -193,7 +217,13 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     }
   };
 
+  let verificationBefore: TrainResult['verification'] | undefined;
   try {
+    if (holdoutBin && pos.step === 0) {
+      // Small data: how the starting model does on the held-out people, to compare with after.
+      await verify();
+      verificationBefore = { ...verification };
+    }
     for (let epoch = pos.epoch; epoch < cfg.num_epoch && pos.step < lastStep; epoch++) {
       for await (const batch of loader.batches(epoch, { startBatch: epoch === pos.epoch ? pos.batch : 0 })) {
         const images = tf.tensor4d(batch.images, [batch.size, side, side, 3]);
@@ -238,6 +268,16 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     await checkpoint();
     const modelDir = path.join(cfg.output, 'model');
     await saveModel(backbone, modelDir, spec);
+    const held = holdoutBin ? lastEvaluation.holdout : undefined;
+    if (held) {
+      const card = defaultCard(spec.embeddingSize, spec.inputSize, {
+        network: spec.network,
+        provenance: { source: cfg.init ?? undefined, created: new Date().toISOString(), tool: 'arcface-ts', notes: [`fine-tuned on ${cfg.rec}`] },
+      });
+      writeCard(modelDir, withThresholds(card, 'holdout', held.calibration.map((c) => ({ far: c.farTarget, cosine: c.threshold, tar: c.tar, dataset: 'holdout', pairs: held.pairs }))));
+      const before = verificationBefore?.holdout?.accuracy;
+      process.stderr.write(`arcface: held-out verification accuracy: ${before === undefined ? '' : `before ${before.toFixed(4)}, `}after ${held.accuracyMean.toFixed(4)}\n`);
+    }
     const seconds = (performance.now() - startTime) / 1000;
     const result: TrainResult = {
       output: cfg.output,
@@ -245,6 +285,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
       samplesPerSecond: ((pos.step - startStep) * cfg.batch_size) / seconds,
       finalLoss,
       verification,
+      ...(verificationBefore ? { verificationBefore } : {}),
       best: pos.best,
       modelDir,
     };
