@@ -15,6 +15,7 @@ import { evaluateModel, prepareVerificationSet, type SetEvaluation } from '../sr
 import { pickle, PyTuple } from '../src/formats/pickle.ts';
 import { buildBackbone } from '../src/models/factory.ts';
 import { saveModel } from '../src/models/io.ts';
+import { readCard } from '../src/infer/card.ts';
 import { REPO_ROOT } from './helpers/fixtures.ts';
 import { prng, randomizeWeights } from './helpers/random-weights.ts';
 
@@ -129,6 +130,16 @@ test('eval --json: one JSON object per set; --roc writes there, leaving no tempo
   assert.equal(card.inputSize, 32);
   assert.deepEqual(card.thresholds.map((t: { dataset: string; far: number }) => [t.dataset, t.far]), [['setA', 0.05], ['setA', 0.2], ['setB_40px', 0.05], ['setB_40px', 0.2]]);
   assert.equal(card.thresholds[0].cosine, rows[0].calibration[0].threshold);
+  // Exports carry the card: beside a tfjs model and a .pth, inside ONNX metadata (NCHW input there).
+  for (const [format, out] of [['tfjs', path.join(tmp, 'exported')], ['onnx', path.join(tmp, 'exported.onnx')], ['pth', path.join(tmp, 'exported.pth')]] as const) {
+    const x = arcface('export', '--format', format, '--model', modelDir, '--out', out);
+    assert.equal(x.code, 0, x.stderr);
+    const got = readCard(out)!;
+    assert.deepEqual(got.thresholds, card.thresholds, format);
+    assert.equal(got.input.layout, format === 'onnx' ? 'NCHW' : 'NHWC');
+    assert.match(got.provenance.notes!.at(-1)!, new RegExp(`exported as ${format}`));
+  }
+  assert.ok(!fs.existsSync(`${path.join(tmp, 'exported.onnx')}.card.json`), 'ONNX holds its card inside');
   assert.deepEqual(fs.readdirSync(out), ['curves.png']);
   const meta = await sharp(roc).metadata();
   assert.deepEqual([meta.format, meta.width, meta.height], ['png', 640, 560]);

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ArcfaceError } from '../errors.ts';
 import { arcfaceTemplate } from './align.ts';
+import { readOnnxModel } from '../convert/onnx/reader.ts';
 
 export const CARD_FILE = 'model-card.json';
 /** The ONNX metadata_props key that holds the card's JSON. */
@@ -26,8 +27,8 @@ export interface CalibratedThreshold {
 export interface ModelCard {
   embeddingSize: number;
   inputSize: number;
-  /** Pixels the model expects: (x - mean) / std per channel, in this channel order, NHWC. */
-  input: { channels: 'RGB' | 'BGR'; mean: number; std: number };
+  /** Pixels the model expects: (x - mean) / std per channel, in this channel order and layout. */
+  input: { channels: 'RGB' | 'BGR'; mean: number; std: number; layout: 'NHWC' | 'NCHW' };
   alignment: { template: string; points: (readonly [number, number])[] };
   network?: string;
   thresholds: CalibratedThreshold[];
@@ -38,7 +39,7 @@ export function defaultCard(embeddingSize: number, inputSize: number, extra: Par
   return {
     embeddingSize,
     inputSize,
-    input: { channels: 'RGB', mean: 127.5, std: 127.5 },
+    input: { channels: 'RGB', mean: 127.5, std: 127.5, layout: 'NHWC' },
     alignment: { template: `insightface arcface ${inputSize}x${inputSize}`, points: [...arcfaceTemplate(inputSize)] },
     thresholds: [],
     provenance: { created: new Date().toISOString(), tool: 'arcface-ts' },
@@ -46,9 +47,12 @@ export function defaultCard(embeddingSize: number, inputSize: number, extra: Par
   };
 }
 
-/** Where a model's card lives: inside a tfjs model directory, else a sidecar beside the file. */
+/** Where a model's card lives: inside a tfjs model directory (a run's final model), else a sidecar beside the file. */
 export function cardPath(model: string): string {
-  if (fs.existsSync(model) && fs.statSync(model).isDirectory()) return path.join(model, CARD_FILE);
+  if (fs.existsSync(model) && fs.statSync(model).isDirectory()) {
+    const final = path.join(model, 'model');
+    return fs.existsSync(path.join(final, 'model.json')) && !fs.existsSync(path.join(model, 'model.json')) ? path.join(final, CARD_FILE) : path.join(model, CARD_FILE);
+  }
   if (path.basename(model) === 'model.json') return path.join(path.dirname(model), CARD_FILE);
   return `${model}.card.json`;
 }
@@ -73,11 +77,16 @@ export function parseCard(text: string, where: string): ModelCard {
   return card;
 }
 
-/** The card stored with a model, or undefined when it has none. */
+/** The card stored with a model (beside it, or inside an ONNX file's metadata), or undefined when it has none. */
 export function readCard(model: string): ModelCard | undefined {
   const file = cardPath(model);
-  if (!fs.existsSync(file)) return undefined;
-  return parseCard(fs.readFileSync(file, 'utf8'), file);
+  if (fs.existsSync(file)) return parseCard(fs.readFileSync(file, 'utf8'), file);
+  if (model.toLowerCase().endsWith('.onnx') && fs.existsSync(model)) {
+    const props = readOnnxModel(model).model.metadataProps ?? [];
+    const text = props.find((p) => p.key === ONNX_CARD_KEY)?.value;
+    if (text) return parseCard(text, `${model} (metadata ${ONNX_CARD_KEY})`);
+  }
+  return undefined;
 }
 
 export function writeCard(model: string, card: ModelCard): string {

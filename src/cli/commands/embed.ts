@@ -6,6 +6,7 @@ import { embedFiles } from '../../infer/embed.ts';
 import { formatEmbedResult } from '../../infer/embedding-file.ts';
 import { loadEmbedder } from '../../infer/load-embedder.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { pickThreshold, readCard } from '../../infer/card.ts';
 
 interface Args {
   images: string[];
@@ -47,6 +48,10 @@ const command: CommandModule<object, Args> = {
     if (!Number.isInteger(argv.batch) || argv.batch < 1) throw new ArcfaceError(`--batch must be a positive integer, got ${argv.batch}`);
     await initInferBackend(argv.backend, argv.align && !landmarks);
     const embedder = await loadEmbedder(argv.model);
+    const threshold = pickThreshold(readCard(argv.model));
+    if (threshold) {
+      process.stderr.write(`arcface: the model card's threshold: same person iff cosine > ${threshold.cosine} (FAR ${threshold.far} on ${threshold.dataset}; compare and search use it)\n`);
+    }
     try {
       let skipped = 0;
       const opts = { landmarks, noAlign: !argv.align, skipMissing: argv['skip-missing'], batchSize: argv.batch, minConfidence: argv['min-confidence'] };

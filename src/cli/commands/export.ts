@@ -7,6 +7,7 @@ import { toStateDict } from '../../convert/torch-mapping.ts';
 import { writeTorchStateDict } from '../../formats/torch.ts';
 import { saveModel } from '../../models/io.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { defaultCard, ONNX_CARD_KEY, readCard, writeCard, type ModelCard } from '../../infer/card.ts';
 
 interface Args {
   format: 'tfjs' | 'onnx' | 'pth';
@@ -37,15 +38,36 @@ const command: CommandModule<object, Args> = {
   handler: async (argv) => {
     await initBackend(argv.backend);
     const { model, spec } = await loadBackbone(argv.model);
+    // The model card travels with the model: its thresholds and provenance, the input convention of the output.
+    const outputSize = Number(model.outputs[0]?.shape[1]);
+    const inputSize = Number(model.inputs[0]?.shape[1]);
+    const base: ModelCard = readCard(argv.model) ?? defaultCard(outputSize, inputSize, { ...(spec ? { network: spec.network } : {}) });
+    const card: ModelCard = {
+      ...base,
+      input:
+        argv.format !== 'onnx'
+          ? { ...base.input, layout: 'NHWC' }
+          : { ...base.input, layout: 'NCHW', ...(argv['embed-normalization'] ? { mean: 0, std: 1 } : {}) },
+      provenance: { ...base.provenance, source: base.provenance.source ?? argv.model, created: new Date().toISOString(), notes: [...(base.provenance.notes ?? []), `exported as ${argv.format} from ${argv.model}`] },
+    };
     try {
       if (argv.format === 'tfjs') {
         await saveModel(model, argv.out, spec);
+        writeCard(argv.out, card);
       } else if (argv.format === 'pth') {
         writeTorchStateDict(argv.out, toStateDict(model));
+        writeCard(argv.out, card);
       } else {
         const { writeOnnx } = await import('../../convert/onnx/export.ts');
         if (argv.opset! < 9 || argv.opset! > 17) throw new ArcfaceError(`--opset ${argv.opset} is outside 9-17`);
-        writeOnnx(argv.out, model, { opset: argv.opset, foldBatchNorm: argv['fold-bn'], embedNormalization: argv['embed-normalization'], ortCpu: argv['ort-cpu'], spec });
+        writeOnnx(argv.out, model, {
+          opset: argv.opset,
+          foldBatchNorm: argv['fold-bn'],
+          embedNormalization: argv['embed-normalization'],
+          ortCpu: argv['ort-cpu'],
+          spec,
+          extraMetadata: { [ONNX_CARD_KEY]: JSON.stringify(card) },
+        });
       }
     } finally {
       model.dispose();

@@ -32,6 +32,8 @@ export interface ExportOnnxOptions {
   ortCpu?: boolean;
   /** Name of the graph output (default `embedding`). */
   outputName?: string;
+  /** More metadata_props entries (e.g. the model card). */
+  extraMetadata?: Record<string, string>;
   /** Used in error messages (default the model's name). */
   label?: string;
 }
@@ -104,6 +106,7 @@ export function exportOnnx(model: tf.LayersModel, opts: ExportOnnxOptions = {}):
     normalisation: (opts.embedNormalization ? NORMALISATION_BUILT_IN : NORMALISATION_OUTSIDE).replace('NCHW', nhwc ? 'NHWC' : 'NCHW'),
     batchnorm_folded: String(opts.foldBatchNorm ?? false),
     arcface_spec: JSON.stringify(spec),
+    ...opts.extraMetadata,
   };
   return g.encode({
     graphName: spec.network,
