@@ -104,7 +104,7 @@ export class DecodePool {
     // An idle pool must not keep the process alive if the caller forgets close().
     if (--this.load[w] === 0) this.workers[w].unref();
     if (m.type === 'done') p.resolve(m.notes);
-    else p.reject(m.arcface ? new ArcfaceError(m.message) : new Error(m.message));
+    else p.reject(m.arcface ? new ArcfaceError(m.message, m.file) : new Error(m.message));
   }
 
   private fail(e: Error): void {
