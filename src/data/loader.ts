@@ -95,6 +95,7 @@ export class DataLoader {
     check('workers', this.workers, 0);
     check('prefetch', this.prefetch, 1);
     if (this.source.length === 0) throw new ArcfaceError('the dataset has no images', this.source.path);
+    if (!(this.source.numClasses >= 1)) throw new ArcfaceError(`the dataset has no classes (${this.source.numClasses})`, this.source.path);
     if (this.dropLast && this.source.length < this.batchSize) {
       throw new ArcfaceError(`the dataset has ${this.source.length} images, fewer than one batch of ${this.batchSize} (drop_last)`, this.source.path);
     }

@@ -15,6 +15,7 @@ export interface RgbImage {
 export async function decodeImage(fileOrBytes: string | Uint8Array, label?: string): Promise<RgbImage> {
   const name = typeof fileOrBytes === 'string' ? fileOrBytes : (label ?? '<image bytes>');
   if (typeof fileOrBytes === 'string' && !fs.existsSync(fileOrBytes)) throw new ArcfaceError('no such file', name);
+  if (typeof fileOrBytes === 'string' && fs.statSync(fileOrBytes).isDirectory()) throw new ArcfaceError('is a folder, not an image file', name);
   try {
     // rotate() with no angle applies the EXIF orientation, so phone photos come out upright.
     const { data, info } = await sharp(fileOrBytes).rotate().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
