@@ -5,6 +5,9 @@ import { commands } from './commands.ts';
 import { ArcfaceError } from '../errors.ts';
 import { inCliTerms } from './flags.ts';
 
+/** A yargs usage error (unknown command or option, missing argument): printed with the help text. */
+class UsageError extends Error {}
+
 export async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv)
     .scriptName('arcface')
@@ -22,21 +25,31 @@ export async function main(argv: string[]): Promise<void> {
     .wrap(Math.min(110, process.stdout.columns ?? 100))
     .fail((msg, err, y) => {
       if (err) throw err;
-      process.stderr.write(`${y.help()}\n\n${msg}\n`);
-      process.exit(1);
+      throw new UsageError(`${y.help()}\n\n${msg}`);
     });
   for (const c of commands) cli = cli.command(c);
   await cli.parseAsync();
 }
 
+function report(err: unknown): void {
+  const e = err instanceof Error ? err : new Error(String(err));
+  if (e instanceof UsageError) process.stderr.write(`${e.message}\n`);
+  else if (e instanceof ArcfaceError || process.env.ARCFACE_DEBUG !== '1') process.stderr.write(`arcface: error: ${inCliTerms(e.message)}\n`);
+  else process.stderr.write(`${e.stack ?? e}\n`);
+  process.exitCode = 1;
+}
+
+// An error nobody caught (a stray rejection, a throw in a callback) is reported like any other, once, with
+// exit code 1. Capturing it here also keeps the process listeners that tfjs-backend-wasm's emscripten glue
+// installs (they rethrow, which Node turns into exit code 7 and a line of minified code) from running.
+process.setUncaughtExceptionCaptureCallback((err) => {
+  report(err);
+  // The program's state is unknown after an uncaught error: stop here, as Node itself would.
+  process.exit();
+});
+
 try {
   await main(hideBin(process.argv));
 } catch (err) {
-  const e = err as Error;
-  if (e instanceof ArcfaceError || process.env.ARCFACE_DEBUG !== '1') {
-    process.stderr.write(`arcface: error: ${inCliTerms(e.message)}\n`);
-  } else {
-    process.stderr.write(`${e.stack ?? e}\n`);
-  }
-  process.exitCode = 1;
+  report(err);
 }

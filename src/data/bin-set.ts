@@ -63,6 +63,7 @@ export function readBin(file: string): VerificationSet {
   } catch (e) {
     throw new ArcfaceError(`cannot read: ${(e as Error).message}`, file);
   }
+  if (buf.length === 0) throw new ArcfaceError('not a verification .bin: the file is empty (0 bytes)', file);
   return parseBin(buf, file);
 }
 

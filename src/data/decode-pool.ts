@@ -82,26 +82,22 @@ export class DecodePool {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    // Idle workers are unref'd; waiting on an unref'd worker's exit would let the event loop run dry
-    // first (a pending top-level await then ends the process with code 13).
-    await Promise.all(
-      this.workers.map((w) => {
-        w.ref();
-        return w.terminate();
-      }),
-    );
+    // Settle what is still queued and ignore later replies: a late 'done' of an abandoned look-ahead task
+    // used to unref its worker again while we waited for that worker's exit, so the event loop could run
+    // dry first and a pending top-level await ended the process with code 13. terminate() refs the worker.
     this.fail(new Error('decode pool closed'));
+    await Promise.all(this.workers.map((w) => w.terminate()));
   }
 
   private onReply(w: number, m: WorkerReply): void {
-    if (m.type === 'ready') return;
+    if (m.type === 'ready' || this.closed) return;
     const p = this.pending.get(m.id);
     if (!p) return;
     this.pending.delete(m.id);
     // An idle pool must not keep the process alive if the caller forgets close().
     if (--this.load[w] === 0) this.workers[w].unref();
     if (m.type === 'done') p.resolve(m.notes);
-    else p.reject(m.arcface ? new ArcfaceError(m.message) : new Error(m.message));
+    else p.reject(m.arcface ? new ArcfaceError(m.message, m.file) : new Error(m.message));
   }
 
   private fail(e: Error): void {

@@ -1,5 +1,6 @@
 // Worker thread of the decode pool: opens the source from its spec once, then fills batch slots on request.
 import { parentPort } from 'node:worker_threads';
+import { ArcfaceError } from '../errors.ts';
 import { fillSlots, type FillOptions, type FillTask } from './fill.ts';
 import { openSourceFromSpec } from './open-source.ts';
 import type { ImageSource, SourceSpec } from './source.ts';
@@ -12,7 +13,7 @@ export type WorkerRequest =
 export type WorkerReply =
   | { type: 'ready' }
   | { type: 'done'; id: number; notes: Awaited<ReturnType<typeof fillSlots>> }
-  | { type: 'error'; id: number; message: string; arcface: boolean };
+  | { type: 'error'; id: number; message: string; arcface: boolean; file?: string };
 
 const port = parentPort;
 if (!port) throw new Error('decode-worker.ts runs as a worker thread only');
@@ -36,7 +37,8 @@ port.on('message', (msg: WorkerRequest) => {
         port.postMessage({ type: 'done', id: msg.id, notes } satisfies WorkerReply);
       } catch (e) {
         const err = e as Error;
-        port.postMessage({ type: 'error', id: msg.id, message: err.message, arcface: err.name === 'ArcfaceError' || err.name === 'RecordIOError' } satisfies WorkerReply);
+        const arcface = err instanceof ArcfaceError;
+        port.postMessage({ type: 'error', id: msg.id, message: err.message, arcface, file: arcface ? err.file : undefined } satisfies WorkerReply);
       }
     });
   } else if (msg.type === 'close') {

@@ -30,6 +30,16 @@ export interface SkipNote {
 
 const MAX_SUBSTITUTES = 1000;
 
+/** `source.item(i)`, with any failure that is not already an ArcfaceError named after the image's place. */
+function readItem(source: ImageSource, index: number): { label: number; bytes: Uint8Array } {
+  try {
+    return source.item(index);
+  } catch (e) {
+    if (e instanceof ArcfaceError) throw e;
+    throw new ArcfaceError(`cannot read image: ${(e as Error).message}`, source.describe(index));
+  }
+}
+
 export async function fillSlots(
   source: ImageSource,
   task: FillTask,
@@ -45,8 +55,8 @@ export async function fillSlots(
     const slot = task.start + j;
     let index = task.indices[j];
     for (let attempt = 0; ; attempt++) {
-      const { label, bytes } = source.item(index);
       try {
+        const { label, bytes } = readItem(source, index);
         let img = decodeFast(bytes, scratch);
         if (!img) img = await decodeImage(bytes, source.describe(index), size);
         // `scratch` is shared by concurrent fills (prefetch), so the resize gets its own copy.
@@ -56,10 +66,10 @@ export async function fillSlots(
         break;
       } catch (e) {
         if (!(e instanceof ImageDecodeError)) throw e;
-        if (!opts.skipCorrupt) throw new ArcfaceError(`${e.message} (the \`skipCorrupt\` option skips such images)`);
+        if (!opts.skipCorrupt) throw new ArcfaceError(`${e.message} (the \`skipCorrupt\` option skips such images)`, e.where);
         const next = (index + 1) % source.length;
         notes.push({ index, where: source.describe(index), reason: e.reason, substitute: next });
-        if (attempt >= Math.min(MAX_SUBSTITUTES, source.length)) throw new ArcfaceError(`${e.message}; and the next ${attempt} images cannot be decoded either`);
+        if (attempt >= Math.min(MAX_SUBSTITUTES, source.length)) throw new ArcfaceError(`${e.message}; and the next ${attempt} images cannot be decoded either`, e.where);
         index = next;
       }
     }

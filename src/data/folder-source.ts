@@ -67,7 +67,7 @@ export class ImageFolderSource implements ImageSource {
     for (const e of fs.readdirSync(root, { withFileTypes: true })) {
       if (e.isFile() && !e.name.startsWith('.')) ignored.push(path.join(root, e.name));
     }
-    if (!files.length) throw new ArcfaceError(`no images found (expected ${root}/<identity>/<image>.{jpg,png,webp})`, root);
+    if (!files.length) throw new ArcfaceError('no images found (expected <identity>/<image>.{jpg,png,webp} in it)', root);
     this.classes = classes;
     this.files = files;
     this.labels = shareInt32(labels);

@@ -1,5 +1,6 @@
 // Summaries of a training pack or a verification set, for `arcface inspect`.
 import { createHash } from 'node:crypto';
+import { ArcfaceError } from '../errors.ts';
 import { readBin } from './bin-set.ts';
 import { decodeImage, ImageDecodeError } from './decode.ts';
 import { jpegSize } from './jpeg.ts';
@@ -78,6 +79,8 @@ async function tryDecode(bytes: Uint8Array, where: string): Promise<string | nul
 export async function inspectRec(p: string, opts: { sample?: number; verify?: boolean } = {}): Promise<RecSummary> {
   const src = RecordIOSource.open(p);
   try {
+    // Nothing to summarise: say so rather than print counts of nothing (min Infinity).
+    if (src.length === 0) throw new ArcfaceError('the pack holds no images', src.path);
     const counts = new Map<number, number>();
     const sample: SampleImage[] = [];
     const corrupt: { key: number; reason: string }[] = [];
@@ -118,6 +121,7 @@ export async function inspectRec(p: string, opts: { sample?: number; verify?: bo
 
 export async function inspectBin(file: string, opts: { sample?: number; verify?: boolean } = {}): Promise<BinSummary> {
   const set = readBin(file);
+  if (set.issame.length === 0) throw new ArcfaceError('not a verification .bin: it holds no pairs', file);
   const sizes: Record<string, number> = {};
   const corrupt: { key: number; reason: string }[] = [];
   for (let i = 0; i < set.images.length; i++) {

@@ -95,6 +95,7 @@ export class DataLoader {
     check('workers', this.workers, 0);
     check('prefetch', this.prefetch, 1);
     if (this.source.length === 0) throw new ArcfaceError('the dataset has no images', this.source.path);
+    if (!(this.source.numClasses >= 1)) throw new ArcfaceError(`the dataset has no classes (${this.source.numClasses})`, this.source.path);
     if (this.dropLast && this.source.length < this.batchSize) {
       throw new ArcfaceError(`the dataset has ${this.source.length} images, fewer than one batch of ${this.batchSize} (drop_last)`, this.source.path);
     }
@@ -158,16 +159,20 @@ export class DataLoader {
     }
     const total = this.batchesPerEpoch;
     const inflight: Promise<Batch>[] = [];
+    // Look-ahead batches may never be awaited: the consumer breaks, or drops the generator without
+    // returning it (tf.data's take()), and close() then rejects them. Marking them handled keeps such a
+    // rejection from becoming an unhandled one; the batches awaited below still throw.
+    const ahead = (index: number): Promise<Batch> => {
+      const p = this.makeBatch(epoch, index);
+      p.catch(() => {});
+      return p;
+    };
     let next = start;
-    try {
-      while (next < total && inflight.length < this.prefetch) inflight.push(this.makeBatch(epoch, next++));
-      while (inflight.length) {
-        const batch = await inflight.shift()!;
-        if (next < total) inflight.push(this.makeBatch(epoch, next++));
-        yield batch;
-      }
-    } finally {
-      for (const p of inflight) p.catch(() => {}); // abandoned look-ahead
+    while (next < total && inflight.length < this.prefetch) inflight.push(ahead(next++));
+    while (inflight.length) {
+      const batch = await inflight.shift()!;
+      if (next < total) inflight.push(ahead(next++));
+      yield batch;
     }
   }
 

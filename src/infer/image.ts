@@ -16,7 +16,7 @@ export async function readImage(fileOrBytes: string | Uint8Array, label?: string
       bytes = fs.readFileSync(fileOrBytes);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      throw new ArcfaceError(code === 'ENOENT' ? 'no such file' : `cannot read (${code ?? (e as Error).message})`, name);
+      throw new ArcfaceError(code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, not an image file' : `cannot read (${code ?? (e as Error).message})`, name);
     }
   } else {
     bytes = fileOrBytes;
