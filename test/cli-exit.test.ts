@@ -18,7 +18,7 @@ import { inspectBin, inspectRec } from '../src/data/inspect.ts';
 import { createTrainLoader, DataLoader } from '../src/data/loader.ts';
 import { MemorySource } from '../src/data/memory-source.ts';
 import { RecordIOSource } from '../src/data/rec-source.ts';
-import { decodeImage } from '../src/infer/image.ts';
+import { readImage } from '../src/infer/image.ts';
 import { REPO_ROOT } from './helpers/fixtures.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'arcface-exit-'));
@@ -272,7 +272,7 @@ test('library: empty inputs are ArcfaceErrors naming the file', async () => {
   assert.throws(() => new ImageFolderSource(x.folder), named(x.folder, /no images found/));
   const jpg = fs.readFileSync(path.join(photos, 'ada', '0.jpg'));
   await assert.rejects(DataLoader.create({ source: new MemorySource('set.bin', [jpg], [-1]), batchSize: 1, workers: 0 }), named('set.bin', /the dataset has no classes \(0\)$/));
-  await assert.rejects(decodeImage(x.folder), named(x.folder, /is a folder, not an image file$/));
+  await assert.rejects(readImage(x.folder), named(x.folder, /is a folder, not an image file$/));
 });
 
 test('CLI: empty inputs exit 1 with one line naming the file; no Infinity or NaN', async () => {
