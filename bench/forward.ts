@@ -18,8 +18,8 @@ import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { buildBackbone } from '../src/models/factory.ts';
 import { initBackend } from '../src/backend/select.ts';
-import { compileForInference } from '../src/backend/ort-infer.ts';
-import { exportOnnx } from '../src/convert/onnx/export.ts';
+import { compileForInference } from '../src/ort/infer.ts';
+import { exportOnnx } from '../src/onnx/export.ts';
 import { GMACS_112, arg, emit, peakRssMiB, presentBackends, tf, timeIt } from './common.ts';
 
 const load1 = () => +os.loadavg()[0]!.toFixed(2);

@@ -18,7 +18,7 @@ import { loadConfig } from '../src/train/config.ts';
 import { trainForward, applyBatchNormUpdates, trainableVariables, type BatchNormUpdate } from '../src/train/forward.ts';
 import { PartialFC } from '../src/losses/partial-fc.ts';
 import { TorchOptimizer } from '../src/train/optimizers.ts';
-import { compiledTimes } from '../src/backend/ort-train.ts';
+import { compiledTimes } from '../src/ort/train.ts';
 import { arg, emit, peakRssMiB, tf } from './common.ts';
 
 interface Row {

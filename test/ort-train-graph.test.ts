@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
-import { compiledTimes } from '../src/backend/ort-train.ts';
+import { compiledTimes } from '../src/ort/train.ts';
 import { GroupedConv2D } from '../src/models/grouped-conv.ts';
 import { trainForward, trainableVariables } from '../src/train/forward.ts';
 import { maxAbs, maxAbsDiff } from './helpers/compare.ts';

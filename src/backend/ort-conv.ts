@@ -5,8 +5,8 @@
 // dtypes) goes to the base backend's own kernel.
 import * as tf from '@tensorflow/tfjs';
 import type { KernelBackend, KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
-import { OrtSession } from './ort-binding.ts';
-import { buildConvGraph, buildMatMulGraph, type ConvOp, type ConvSpec, type MatMulSpec } from './ort-conv-graph.ts';
+import { OrtSession } from '../ort/binding.ts';
+import { buildConvGraph, buildMatMulGraph, type ConvOp, type ConvSpec, type MatMulSpec } from '../onnx/kernels.ts';
 
 /** The wasm backend's zero-copy heap access (BackendWasm is not exported as a type). */
 interface HeapBackend extends KernelBackend {

@@ -3,7 +3,7 @@
 // eval mode, XNorm over both, flip-sum, 10-fold accuracy, TAR@FAR.
 import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';
-import { compileIfEnabled, type CompiledBackbone } from '../backend/ort-infer.ts';
+import { compileIfEnabled, type CompiledBackbone } from '../ort/infer.ts';
 import { ArcfaceError } from '../errors.ts';
 import { readBin } from '../data/bin-set.ts';
 import { decodeImage, resizeRgb } from '../data/decode.ts';

@@ -1,6 +1,6 @@
 // Embedding with a tfjs layers model (a saved directory, or a `.pth` imported on the fly). Input NHWC.
 import * as tf from '@tensorflow/tfjs';
-import { compileIfEnabled, type CompiledBackbone } from '../backend/ort-infer.ts';
+import { compileIfEnabled, type CompiledBackbone } from '../ort/infer.ts';
 import { ArcfaceError } from '../errors.ts';
 import { importTorch } from '../convert/import-torch.ts';
 import { loadModel, ModelFileError } from '../models/io.ts';

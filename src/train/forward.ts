@@ -4,7 +4,7 @@
 // final BatchNorm1d) trains its beta alone (tfjs-layers cannot train a scale-free BN at all). The
 // running-statistic updates are returned, not applied, so they happen once per step outside the tape.
 import * as tf from '@tensorflow/tfjs';
-import { compiledTrainForward, compiledTrainingEnabled } from '../backend/ort-train.ts';
+import { compiledTrainForward, compiledTrainingEnabled } from '../ort/train.ts';
 
 /** A BatchNorm layer's batch statistics from one forward pass, to fold into its running statistics. */
 export interface BatchNormUpdate {

@@ -3,7 +3,7 @@
 import type { CommandModule } from 'yargs';
 import fs from 'node:fs';
 import path from 'node:path';
-import { compileIfEnabled } from '../../backend/ort-infer.ts';
+import { compileIfEnabled } from '../../ort/infer.ts';
 import { initBackend } from '../../backend/select.ts';
 import { loadBackbone } from '../../convert/load-backbone.ts';
 import { temporaryName } from '../../data/atomic.ts';

@@ -43,7 +43,7 @@ const command: CommandModule<object, Args> = {
       } else if (argv.format === 'pth') {
         writeTorchStateDict(argv.out, toStateDict(model));
       } else {
-        const { writeOnnx } = await import('../../convert/onnx/export.ts');
+        const { writeOnnx } = await import('../../onnx/export.ts');
         if (argv.opset! < 9 || argv.opset! > 17) throw new ArcfaceError(`--opset ${argv.opset} is outside 9-17`);
         writeOnnx(argv.out, model, { opset: argv.opset, foldBatchNorm: argv['fold-bn'], embedNormalization: argv['embed-normalization'], ortCpu: argv['ort-cpu'], spec });
       }

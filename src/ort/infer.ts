@@ -12,8 +12,8 @@
 // or compiled with { cache: false }.
 import * as tf from '@tensorflow/tfjs';
 import { ArcfaceError } from '../errors.ts';
-import { exportOnnx } from '../convert/onnx/export.ts';
-import { ORT_THREADS, OrtSession, ortAvailable } from './ort-binding.ts';
+import { exportOnnx } from '../onnx/export.ts';
+import { ORT_THREADS, OrtSession, ortAvailable } from './binding.ts';
 
 const INPUT = 'data';
 const OUTPUT = 'embedding';

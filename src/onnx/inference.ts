@@ -3,8 +3,8 @@
 // a ZeroPadding2D's pads (merged into the next Conv's `pads`, or a Pad node for any other consumer) and
 // the NHWC flatten order (an NCHW Flatten whose following Dense gets its kernel rows permuted).
 import type * as tf from '@tensorflow/tfjs';
-import { ArcfaceError } from '../../errors.ts';
-import type { GraphBuilder } from './export-builder.ts';
+import { ArcfaceError } from '../errors.ts';
+import type { GraphBuilder } from './builder.ts';
 import {
   batchNormParams,
   convKernel,
@@ -15,7 +15,7 @@ import {
   valuesOf,
   weightOf,
   type ConvWeights,
-} from './export-weights.ts';
+} from './weights.ts';
 
 type Sym = tf.SymbolicTensor;
 type Pads = { top: number; bottom: number; left: number; right: number };

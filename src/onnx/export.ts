@@ -3,12 +3,12 @@
 // (x - 127.5) / 127.5 normalisation for raw 0..255 input, and the backbone spec in metadata_props.
 import type * as tf from '@tensorflow/tfjs';
 import fs from 'node:fs';
-import { ArcfaceError } from '../../errors.ts';
-import { writeFileAtomic } from '../../data/atomic.ts';
-import type { BackboneSpec } from '../../models/factory.ts';
-import { specOf } from '../../models/io.ts';
-import { GraphBuilder, MAX_OPSET, MIN_OPSET, type ValueInfo } from './export-builder.ts';
-import { emitLayers } from './export-layers.ts';
+import { ArcfaceError } from '../errors.ts';
+import { writeFileAtomic } from '../data/atomic.ts';
+import type { BackboneSpec } from '../models/factory.ts';
+import { specOf } from '../models/io.ts';
+import { GraphBuilder, MAX_OPSET, MIN_OPSET, type ValueInfo } from './builder.ts';
+import { emitLayers } from './inference.ts';
 
 export interface ExportOnnxOptions {
   /** Default-domain opset, 9..17 (default 11, as torch2onnx). */

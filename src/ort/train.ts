@@ -5,8 +5,8 @@
 // trainForward on the ort engines (src/train/forward.ts); sessions are cached per model, batch size
 // and BN mode.
 import * as tf from '@tensorflow/tfjs';
-import { OrtSession, ortAvailable } from './ort-binding.ts';
-import { compileTrainingGraphs, UnsupportedLayerError, type GraphParam, type TrainingGraphs } from './ort-train-graph.ts';
+import { OrtSession, ortAvailable } from './binding.ts';
+import { compileTrainingGraphs, UnsupportedLayerError, type GraphParam, type TrainingGraphs } from '../onnx/training.ts';
 
 /** What trainForward records per BatchNorm (same shape as src/train/forward.ts's BatchNormUpdate). */
 export interface CompiledBatchNormUpdate {

@@ -1,7 +1,7 @@
 // tfjs weight layouts -> ONNX (torch) layouts, and BatchNorm folding into a convolution's weights.
 // Same conventions as ../torch-mapping.ts: conv HWIO -> OIHW, depthwise [kh,kw,C,M] -> [C*M,1,kh,kw].
 import type * as tf from '@tensorflow/tfjs';
-import { transposeArray } from '../torch-mapping.ts';
+import { transposeArray } from '../util/transpose.ts';
 
 /** A layer's variable by its short name (`kernel`, `gamma`, …), or undefined. */
 export function weightOf(layer: tf.layers.Layer, short: string): tf.LayerVariable | undefined {

@@ -8,7 +8,7 @@
 // convolution of x (channels as batch, batch as channels) with dy as a filter dilated by the stride,
 // as in src/backend/wasm-conv-grad.ts. dX is ConvTranspose with the forward's pads; rows of x that
 // no window reaches come from output_padding.
-import { GraphBuilder } from '../convert/onnx/export-builder.ts';
+import { GraphBuilder } from './builder.ts';
 
 export type ConvOp = 'conv' | 'dx' | 'dw';
 

@@ -16,7 +16,7 @@
 //   BN      = the closed form dx = gamma rstd / n (n dy - sum dy - xhat sum(dy xhat));
 //   PReLU   = Where(x > 0, dy, a dy), da = sum(dy min(x, 0)).
 import type * as tf from '@tensorflow/tfjs';
-import { GraphBuilder } from '../convert/onnx/export-builder.ts';
+import { GraphBuilder } from './builder.ts';
 
 const OPSET = 18;
 
