@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { TorchTensor, TorchTensorOut } from '../formats/torch.ts';
 import { transposeArray } from '../util/transpose.ts';
+import { depthwiseToOihw, hwioToOihw } from '../onnx/layers/conv.ts';
 
 const BN_EPS = 1e-5;
 
@@ -46,13 +47,13 @@ function slotsOf(model: tf.LayersModel): WeightSlot[] {
     if (cls === 'Conv2D' || cls === 'GroupedConv2D') {
       const [kh, kw, ci, co] = byName('kernel')!.shape as number[];
       add('kernel', `${name}.weight`, [co!, ci!, kh!, kw!], (d, s) => transposeArray(d, s, [2, 3, 1, 0]), (d) =>
-        transposeArray(d, [kh!, kw!, ci!, co!], [3, 2, 0, 1]),
+        hwioToOihw(d, [kh!, kw!, ci!, co!]).weight,
       );
       add('bias', `${name}.bias`, [co!], id, id);
     } else if (cls === 'DepthwiseConv2D') {
       const [kh, kw, c, m] = byName('depthwise_kernel')!.shape as number[];
       add('depthwise_kernel', `${name}.weight`, [c! * m!, 1, kh!, kw!], (d) => transposeArray(d, [c!, m!, kh!, kw!], [2, 3, 0, 1]), (d) =>
-        transposeArray(d, [kh!, kw!, c!, m!], [2, 3, 0, 1]),
+        depthwiseToOihw(d, [kh!, kw!, c!, m!]).weight,
       );
       add('bias', `${name}.bias`, [c! * m!], id, id);
     } else if (cls === 'BatchNormalization') {
