@@ -1,4 +1,4 @@
-// Compiled inference (src/backend/ort-infer.ts) against model.predict on the `cpu` backend, 1e-4
+// Compiled inference (src/ort/infer.ts) against model.predict on the `cpu` backend, 1e-4
 // relative to the largest output: a small IResNet, a small MobileFaceNet (grouped and depthwise convs)
 // with an odd embedding size, batch 1 and 5, PReLU slopes of both signs and above 1 (the graph rewrites
 // PReLU). The compiled form is a snapshot of the weights until dropped; it is used on the ort engines only;

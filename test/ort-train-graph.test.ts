@@ -1,5 +1,5 @@
 // The compiled training graphs' convolution forward, input gradient and filter gradient (every path of
-// src/backend/ort-train-graph.ts: pointwise, unfold, whole-batch GEMM, ConvTranspose and flipped-Conv
+// src/onnx/training.ts: pointwise, unfold, whole-batch GEMM, ConvTranspose and flipped-Conv
 // dX, dense/grouped/depthwise, ZeroPadding2D folded into the conv) against the cpu backend layer by
 // layer (1e-4 relative to the largest value) on randomised shapes: strides 1/2, pads same/valid/explicit,
 // odd sizes, groups 1/2/depthwise (multiplier 1 and 2), batch 1 and 5.

@@ -80,7 +80,7 @@ export interface EvaluateOptions {
   folds?: number;
   farTarget?: number;
   /**
-   * The model's compiled onnxruntime form to run (src/backend/ort-infer.ts; the caller disposes it), or
+   * The model's compiled onnxruntime form to run (src/ort/infer.ts; the caller disposes it), or
    * null for model.predict. Default: compiled for this call where the active backend is an ort engine.
    */
   compiled?: CompiledBackbone | null;
@@ -111,7 +111,7 @@ export function modelInputSize(model: tf.LayersModel): number {
  * Raw embeddings of every image, original (`flip` false) or mirrored. Batches as the reference's
  * callback: the last partial batch re-runs the final full window and keeps its tail, so every forward
  * pass has the same batch size. `compiled`: the model's compiled onnxruntime form, run instead of
- * model.predict (src/backend/ort-infer.ts).
+ * model.predict (src/ort/infer.ts).
  */
 export async function embedSet(
   model: tf.LayersModel,

@@ -54,7 +54,7 @@ const command: CommandModule<object, Args> = {
     if (!fs.existsSync(path.dirname(path.resolve(rocPath)))) throw new ArcfaceError('cannot write the ROC image: no such directory', rocPath);
     await initBackend(argv.backend);
     const { model } = await loadBackbone(argv.model);
-    // On the ort engines, one compiled onnxruntime graph for every set (src/backend/ort-infer.ts).
+    // On the ort engines, one compiled onnxruntime graph for every set (src/ort/infer.ts).
     const compiled = compileIfEnabled(model, { cache: false });
     try {
       const size = modelInputSize(model);
