@@ -10,7 +10,7 @@
 // no window reaches come from output_padding.
 import { GraphBuilder } from './builder.ts';
 import type { Window2D } from './geometry.ts';
-import { kernelToOnnx } from './layers/conv.ts';
+import { kernelToOnnxDirect as onnxWeight } from './layers/conv.ts';
 
 export type ConvOp = 'conv' | 'dx' | 'dw';
 
@@ -50,11 +50,6 @@ export interface ConvGraph {
 
 function isPointwise(s: ConvSpec): boolean {
   return !s.depthwise && s.kh === 1 && s.kw === 1 && s.dh === 1 && s.dw === 1 && s.top === 0 && s.bottom === 0 && s.left === 0 && s.right === 0;
-}
-
-/** [kh,kw,c,o] (dense) or [kh,kw,c,m] (depthwise) -> ORT's Conv/ConvTranspose weight [o, c/group, kh, kw]. */
-function onnxWeight(g: GraphBuilder, w: string, s: ConvSpec): string {
-  return kernelToOnnx(g, w, { kh: s.kh, kw: s.kw, cg: s.depthwise ? 1 : s.c, o: s.o }, w);
 }
 
 /** Every row/col of x from 0 with the stride (a 1x1 convolution's window starts). */

@@ -20,14 +20,27 @@ const UNFOLD_CHUNK_BYTES = 128 * 2 ** 20;
 
 // ---- weight layout ---------------------------------------------------------------------------------
 
-/** Conv2D / GroupedConv2D kernel [kh,kw,I/g,O] (HWIO) -> [O,I/g,kh,kw] (OIHW). */
+/** The permutation from a tfjs Conv2D / GroupedConv2D kernel [kh,kw,I/g,O] (HWIO) to ONNX's [O,I/g,kh,kw] (OIHW). */
+const HWIO_TO_OIHW = [3, 2, 0, 1];
+/** From a DepthwiseConv2D kernel [kh,kw,C,M] to [C,M,kh,kw], which is [C*M,1,kh,kw] (output channel c*M+m, as tfjs orders them). */
+const DEPTHWISE_TO_OIHW = [2, 3, 0, 1];
+
 export function hwioToOihw(data: Float32Array, [kh, kw, ci, co]: number[]): Pick<ConvWeights, 'weight' | 'dims'> {
-  return { weight: transposeArray(data, [kh!, kw!, ci!, co!], [3, 2, 0, 1]), dims: [co!, ci!, kh!, kw!] };
+  return { weight: transposeArray(data, [kh!, kw!, ci!, co!], HWIO_TO_OIHW), dims: [co!, ci!, kh!, kw!] };
 }
 
-/** DepthwiseConv2D kernel [kh,kw,C,M] -> [C*M,1,kh,kw] (output channel c*M+m, as tfjs orders them). */
 export function depthwiseToOihw(data: Float32Array, [kh, kw, c, m]: number[]): Pick<ConvWeights, 'weight' | 'dims'> {
-  return { weight: transposeArray(data, [kh!, kw!, c!, m!], [2, 3, 0, 1]), dims: [c! * m!, 1, kh!, kw!] };
+  return { weight: transposeArray(data, [kh!, kw!, c!, m!], DEPTHWISE_TO_OIHW), dims: [c! * m!, 1, kh!, kw!] };
+}
+
+/**
+ * The same inside a graph as one Transpose (and a Reshape for depthwise): the fewest nodes, for the
+ * single-op graphs that transpose the weight on every call. kernelToOnnx is the training graphs' form.
+ */
+export function kernelToOnnxDirect(g: GraphBuilder, w: string, s: { depthwise: boolean; kh: number; kw: number; o: number }): string {
+  if (!s.depthwise) return g.node('Transpose', [w], 'w_oihw', { perm: HWIO_TO_OIHW });
+  const t = g.node('Transpose', [w], 'w_cm', { perm: DEPTHWISE_TO_OIHW });
+  return g.node('Reshape', [t, g.int64Init('dw_shape', [s.o, 1, s.kh, s.kw])], 'w_oihw');
 }
 
 /** The geometry of a kernel tensor inside a graph: tfjs [kh,kw,cg,o] (depthwise [kh,kw,c,m]: cg 1, o c*m). */
