@@ -5,7 +5,7 @@
 //   tfjs-<backend>           model.predict, one tfjs kernel per layer (a row whose single pass would take
 //                            longer than the budget is reported as skipped)
 //   tfjs-<ort>-compiled      on the ort / ort-cpu backends: the backbone compiled once into one onnxruntime
-//                            graph (src/backend/ort-infer.ts), tfjs tensor in, tfjs tensor out; compileMs is
+//                            graph (src/ort/infer.ts), tfjs tensor in, tfjs tensor out; compileMs is
 //                            the one-off export + session load
 //   onnxruntime-node-Nt      (--onnx) the torch-shaped export (exportOnnx, BN folded, opset 13), as a user's
 //                            .onnx file, through ort.InferenceSession on all cores
@@ -18,8 +18,9 @@ import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { buildBackbone } from '../src/models/factory.ts';
 import { initBackend } from '../src/backend/select.ts';
-import { compileForInference } from '../src/backend/ort-infer.ts';
-import { exportOnnx } from '../src/convert/onnx/export.ts';
+import { backendCaps } from '../src/backend/caps.ts';
+import { compileForInference } from '../src/ort/infer.ts';
+import { exportOnnx } from '../src/onnx/export.ts';
 import { GMACS_112, arg, emit, peakRssMiB, presentBackends, tf, timeIt } from './common.ts';
 
 const load1 = () => +os.loadavg()[0]!.toFixed(2);
@@ -85,7 +86,7 @@ for (const backend of backends) {
       emit({ ...row, ...figures(network, batch, medianMs), runs, peakRssMiB: peakRssMiB(), otherCpu, load1: load1() });
       x.dispose();
     }
-    if (withCompiled && (backend === 'ort' || backend === 'ort-cpu')) {
+    if (withCompiled && backendCaps(backend).ortEngine) {
       const t0 = performance.now();
       const compiled = compileForInference(model, { cache: false });
       const compileMs = Math.round(performance.now() - t0);

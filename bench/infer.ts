@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { initBackend } from '../src/backend/select.ts';
-import { exportOnnx } from '../src/convert/onnx/export.ts';
+import { exportOnnx } from '../src/onnx/export.ts';
 import { buildBackbone } from '../src/models/factory.ts';
 import { normCrop } from '../src/infer/align.ts';
 import { detectFaces, loadDetector } from '../src/infer/detect.ts';

@@ -19,7 +19,7 @@ import { trainableVariables } from '../src/train/forward.ts';
 import { trainStep, type StepParts } from '../src/train/step.ts';
 import { PartialFC } from '../src/losses/partial-fc.ts';
 import { TorchOptimizer } from '../src/train/optimizers.ts';
-import { compiledTimes } from '../src/backend/ort-train.ts';
+import { compiledTimes } from '../src/ort/train.ts';
 import { arg, emit, peakRssMiB, tf } from './common.ts';
 
 interface Row {

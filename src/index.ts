@@ -10,7 +10,7 @@ export { importTorch } from './convert/import-torch.ts';
 export { loadBackbone } from './convert/load-backbone.ts';
 export { loadStateDict, toStateDict } from './convert/torch-mapping.ts';
 export { importOnnx } from './convert/onnx/index.ts';
-export { exportOnnx, writeOnnx } from './convert/onnx/export.ts';
+export { exportOnnx, writeOnnx } from './onnx/export.ts';
 export { readTorchStateDict, writeTorchStateDict } from './formats/torch.ts';
 export { CombinedMarginLoss } from './losses/margin.ts';
 export { PartialFC } from './losses/partial-fc.ts';

@@ -10,7 +10,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
 import { parseLandmarks } from '../src/cli/commands/embed.ts';
-import { exportOnnx } from '../src/convert/onnx/export.ts';
+import { exportOnnx } from '../src/onnx/export.ts';
 import { importTorch } from '../src/convert/import-torch.ts';
 import { saveModel } from '../src/models/io.ts';
 import { normCrop, type Landmarks5 } from '../src/infer/align.ts';

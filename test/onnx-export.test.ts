@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
 import * as ort from 'onnxruntime-node';
 import { initBackend } from '../src/backend/select.ts';
-import { exportOnnx, writeOnnx, NORMALISATION_BUILT_IN, NORMALISATION_OUTSIDE } from '../src/convert/onnx/export.ts';
+import { exportOnnx, writeOnnx, NORMALISATION_BUILT_IN, NORMALISATION_OUTSIDE } from '../src/onnx/export.ts';
 import { onnx } from '../src/convert/onnx/reader.ts';
 import { importTorch } from '../src/convert/import-torch.ts';
 import { buildBackbone, resolveSpec, type BackboneSpec } from '../src/models/factory.ts';

@@ -3,8 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { ORT_VERSION, OrtBindingError, OrtSession, checkBinding } from '../src/backend/ort-binding.ts';
-import { buildMatMulGraph } from '../src/backend/ort-conv-graph.ts';
+import { ORT_VERSION, OrtBindingError, OrtSession, checkBinding } from '../src/ort/binding.ts';
+import { buildMatMulGraph } from '../src/onnx/kernels.ts';
 
 const require = createRequire(import.meta.url);
 

@@ -1,4 +1,4 @@
-// Compiled inference (src/backend/ort-infer.ts) against model.predict on the `cpu` backend, 1e-4
+// Compiled inference (src/ort/infer.ts) against model.predict on the `cpu` backend, 1e-4
 // relative to the largest output: a small IResNet, a small MobileFaceNet (grouped and depthwise convs)
 // with an odd embedding size, batch 1 and 5, PReLU slopes of both signs and above 1 (the graph rewrites
 // PReLU). The compiled form is a snapshot of the weights until dropped; it is used on the ort engines only;
@@ -7,9 +7,9 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
-import { ortAvailable } from '../src/backend/ort-binding.ts';
-import { compileForInference, compileIfEnabled, compiledInferenceEnabled, dropCompiled } from '../src/backend/ort-infer.ts';
-import { exportOnnx } from '../src/convert/onnx/export.ts';
+import { ortAvailable } from '../src/ort/binding.ts';
+import { compileForInference, compileIfEnabled, compiledInferenceEnabled, dropCompiled } from '../src/ort/infer.ts';
+import { exportOnnx } from '../src/onnx/export.ts';
 import { onnx } from '../src/convert/onnx/reader.ts';
 import { hasBuiltInNormalisation } from '../src/infer/embedder-onnx.ts';
 import { buildBackbone } from '../src/models/factory.ts';

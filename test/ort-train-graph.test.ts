@@ -1,5 +1,5 @@
 // The compiled training graphs' convolution forward, input gradient and filter gradient (every path of
-// src/backend/ort-train-graph.ts: pointwise, unfold, whole-batch GEMM, ConvTranspose and flipped-Conv
+// src/onnx/training.ts: pointwise, unfold, whole-batch GEMM, ConvTranspose and flipped-Conv
 // dX, dense/grouped/depthwise, ZeroPadding2D folded into the conv) against the cpu backend layer by
 // layer (1e-4 relative to the largest value) on randomised shapes: strides 1/2, pads same/valid/explicit,
 // odd sizes, groups 1/2/depthwise (multiplier 1 and 2), batch 1 and 5.
@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
-import { compiledTimes } from '../src/backend/ort-train.ts';
+import { compiledTimes } from '../src/ort/train.ts';
 import { GroupedConv2D } from '../src/models/grouped-conv.ts';
 import { trainForward, trainableVariables } from '../src/train/forward.ts';
 import { maxAbs, maxAbsDiff } from './helpers/compare.ts';

@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
 import { ortStats } from '../src/backend/ort-conv.ts';
 import { buildBackbone, type BackboneSpec } from '../src/models/factory.ts';
-import { compiledTimes, compiledTrainingUnsupported } from '../src/backend/ort-train.ts';
+import { compiledTimes, compiledTrainingUnsupported } from '../src/ort/train.ts';
 import { trainForward, trainableVariables, type BatchNormUpdate, type TrainForwardOptions } from '../src/train/forward.ts';
 import { loadConfig } from '../src/train/config.ts';
 import { train } from '../src/train/loop.ts';

@@ -6,7 +6,7 @@
 // Sharing the instance (rather than a second wasm module) means tensors move freely between `wasm`
 // and `ort`, and wasm's kernels, which keep their module in globals set up per backend, stay valid.
 import * as tf from '@tensorflow/tfjs';
-import { ortAvailable } from './ort-binding.ts';
+import { ortAvailable } from '../ort/binding.ts';
 import { ORT_CONV_KERNELS, ortConvKernelConfigs } from './ort-conv.ts';
 import { registerWasmGradientKernels } from './wasm-grad.ts';
 

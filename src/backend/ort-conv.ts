@@ -1,12 +1,12 @@
 // tfjs convolution kernels (forward, dX, dW; dense and depthwise) run by onnxruntime's CPU kernels
-// through cached single-op sessions (src/backend/ort-conv-graph.ts). They work on any backend whose
+// through cached single-op sessions (src/onnx/kernels.ts). They work on any backend whose
 // float32 data can be read as a Float32Array without copying: the wasm backend (views of its heap)
 // and the cpu backend (its JS arrays). What they cannot run (NCHW data, dilated gradients, other
 // dtypes) goes to the base backend's own kernel.
 import * as tf from '@tensorflow/tfjs';
 import type { KernelBackend, KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
-import { OrtSession } from './ort-binding.ts';
-import { buildConvGraph, buildMatMulGraph, type ConvOp, type ConvSpec, type MatMulSpec } from './ort-conv-graph.ts';
+import { OrtSession } from '../ort/binding.ts';
+import { buildConvGraph, buildMatMulGraph, type ConvOp, type ConvSpec, type MatMulSpec } from '../onnx/kernels.ts';
 
 /** The wasm backend's zero-copy heap access (BackendWasm is not exported as a type). */
 interface HeapBackend extends KernelBackend {

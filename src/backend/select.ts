@@ -1,7 +1,8 @@
 // Picks the fastest TensorFlow.js backend that is present and reports it once on stderr.
-// Training: tensorflow (tfjs-node-gpu / tfjs-node, optional installs) > ort (wasm + onnxruntime convs) > wasm > cpu.
-// Inference: tensorflow > wasm > ort > cpu (onnxruntime's per-call cost loses on single images).
-// ort-cpu (cpu + onnxruntime convs, no 4 GB heap) only when asked for by name.
+// Training: tensorflow (tfjs-node-gpu / tfjs-node, optional installs) > ort (wasm + onnxruntime: compiled
+// training graphs) > wasm > cpu. Inference: tensorflow > wasm > ort > cpu; on ort, embedding and evaluation
+// run the backbone as one compiled onnxruntime graph (src/ort/infer.ts).
+// ort-cpu (cpu + onnxruntime, no 4 GB heap) only when asked for by name.
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import path from 'node:path';

@@ -4,6 +4,8 @@
 // feeding IResNet's `fc` (torch index c*H*W + y*W + x) vs this model's NHWC flatten ((y*W + x)*C + c).
 import * as tf from '@tensorflow/tfjs';
 import type { TorchTensor, TorchTensorOut } from '../formats/torch.ts';
+import { transposeArray } from '../util/transpose.ts';
+import { depthwiseToOihw, hwioToOihw } from '../onnx/layers/conv.ts';
 
 const BN_EPS = 1e-5;
 
@@ -17,28 +19,6 @@ interface WeightSlot {
   /** tfjs layout -> torch layout. */
   toTorch: (data: Float32Array) => Float32Array;
   torchShape: number[];
-}
-
-/** Permutes a dense C-order array of `shape` by `perm` (like numpy.transpose). */
-export function transposeArray(data: Float32Array, shape: number[], perm: number[]): Float32Array {
-  const rank = shape.length;
-  const outShape = perm.map((p) => shape[p]!);
-  const inStrides = shape.map((_, d) => shape.slice(d + 1).reduce((a, b) => a * b, 1));
-  const stepFor = perm.map((p) => inStrides[p]!);
-  const out = new Float32Array(data.length);
-  const idx = new Array<number>(rank).fill(0);
-  let src = 0;
-  for (let i = 0; i < out.length; i++) {
-    out[i] = data[src]!;
-    for (let d = rank - 1; d >= 0; d--) {
-      idx[d]!++;
-      src += stepFor[d]!;
-      if (idx[d]! < outShape[d]!) break;
-      src -= stepFor[d]! * outShape[d]!;
-      idx[d] = 0;
-    }
-  }
-  return out;
 }
 
 /** For a Dense fed by Flatten of an [H,W,C] map: row permutation between NHWC and NCHW flatten orders. */
@@ -67,13 +47,13 @@ function slotsOf(model: tf.LayersModel): WeightSlot[] {
     if (cls === 'Conv2D' || cls === 'GroupedConv2D') {
       const [kh, kw, ci, co] = byName('kernel')!.shape as number[];
       add('kernel', `${name}.weight`, [co!, ci!, kh!, kw!], (d, s) => transposeArray(d, s, [2, 3, 1, 0]), (d) =>
-        transposeArray(d, [kh!, kw!, ci!, co!], [3, 2, 0, 1]),
+        hwioToOihw(d, [kh!, kw!, ci!, co!]).weight,
       );
       add('bias', `${name}.bias`, [co!], id, id);
     } else if (cls === 'DepthwiseConv2D') {
       const [kh, kw, c, m] = byName('depthwise_kernel')!.shape as number[];
       add('depthwise_kernel', `${name}.weight`, [c! * m!, 1, kh!, kw!], (d) => transposeArray(d, [c!, m!, kh!, kw!], [2, 3, 0, 1]), (d) =>
-        transposeArray(d, [kh!, kw!, c!, m!], [2, 3, 0, 1]),
+        depthwiseToOihw(d, [kh!, kw!, c!, m!]).weight,
       );
       add('bias', `${name}.bias`, [c! * m!], id, id);
     } else if (cls === 'BatchNormalization') {

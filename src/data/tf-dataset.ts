@@ -1,6 +1,7 @@
 // The loader as a tf.data Dataset of `{ images: [B,H,W,3] float32, labels: [B] int32 }` tensors.
 import * as tf from '@tensorflow/tfjs';
 import type { DataLoader } from './loader.ts';
+import { backendCaps } from '../backend/caps.ts';
 
 export interface TensorBatch extends tf.TensorContainerObject {
   images: tf.Tensor4D;
@@ -20,9 +21,9 @@ export function loaderDataset(loader: DataLoader, opts: { epoch?: number; startB
     for (let e = first; e < first + epochs; e++) {
       for await (const b of loader.batches(e, { startBatch: e === first ? opts.startBatch : 0 })) {
         const t = { images: tf.tensor4d(b.images, [b.size, s, s, 3], 'float32'), labels: tf.tensor1d(b.labels, 'int32') };
-        // The wasm (and tfjs-node) backends copy the values into their own memory; the cpu backend keeps
+        // The wasm (and tfjs-node) backends copy the values into their own memory; the cpu backends keep
         // a reference, so only there must the buffers not be reused.
-        if (tf.getBackend() !== 'cpu') b.release();
+        if (!backendCaps().hostArrays) b.release();
         yield t as TensorBatch;
       }
     }

@@ -3,7 +3,7 @@
 // eval mode, XNorm over both, flip-sum, 10-fold accuracy, TAR@FAR.
 import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';
-import { compileIfEnabled, type CompiledBackbone } from '../backend/ort-infer.ts';
+import { compileIfEnabled, type CompiledBackbone } from '../ort/infer.ts';
 import { ArcfaceError } from '../errors.ts';
 import { cosineThresholdsAtFar, exactRoc, pairCosines, type CosineAtFar, type Roc } from './calibrate.ts';
 import { readBin } from '../data/bin-set.ts';
@@ -84,7 +84,7 @@ export interface EvaluateOptions {
   /** FARs at which to calibrate cosine thresholds (default [1e-3, 1e-4]). */
   farTargets?: readonly number[];
   /**
-   * The model's compiled onnxruntime form to run (src/backend/ort-infer.ts; the caller disposes it), or
+   * The model's compiled onnxruntime form to run (src/ort/infer.ts; the caller disposes it), or
    * null for model.predict. Default: compiled for this call where the active backend is an ort engine.
    */
   compiled?: CompiledBackbone | null;
@@ -119,7 +119,7 @@ export function modelInputSize(model: tf.LayersModel): number {
  * Raw embeddings of every image, original (`flip` false) or mirrored. Batches as the reference's
  * callback: the last partial batch re-runs the final full window and keeps its tail, so every forward
  * pass has the same batch size. `compiled`: the model's compiled onnxruntime form, run instead of
- * model.predict (src/backend/ort-infer.ts).
+ * model.predict (src/ort/infer.ts).
  */
 export async function embedSet(
   model: tf.LayersModel,

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { unzipSync, zipSync, type Zippable } from 'fflate';
 import { PickleGlobal, PyPersistentId, PyReduce, PyTuple, pickle, unpickle } from './pickle.ts';
+import { halfToFloat } from '../util/half.ts';
 
 export type TorchDType = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
 
@@ -49,15 +50,6 @@ class LazyTensor {
     readonly shape: number[],
     readonly stride: number[],
   ) {}
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * f * 2 ** -24;
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
 function decodeStorage(bytes: Uint8Array, ref: StorageRef, file: string): TorchTensor['data'] {

@@ -1,6 +1,6 @@
 // Embedding with a tfjs layers model (a saved directory, or a `.pth` imported on the fly). Input NHWC.
 import * as tf from '@tensorflow/tfjs';
-import { compileIfEnabled, type CompiledBackbone } from '../backend/ort-infer.ts';
+import { compileIfEnabled, type CompiledBackbone } from '../ort/infer.ts';
 import { ArcfaceError } from '../errors.ts';
 import { importTorch } from '../convert/import-torch.ts';
 import { loadModel, ModelFileError } from '../models/io.ts';
@@ -21,7 +21,7 @@ export function tfjsEmbedder(model: tf.LayersModel, file: string, format: 'tfjs'
   // Models imported from ONNX graphs with the normalisation inside take raw pixels.
   const meta = model.getUserDefinedMetadata() as { onnx?: { normalisationBuiltIn?: boolean } } | undefined;
   const rawInput = meta?.onnx?.normalisationBuiltIn === true;
-  // On the ort engines the backbone runs as one compiled onnxruntime graph (src/backend/ort-infer.ts),
+  // On the ort engines the backbone runs as one compiled onnxruntime graph (src/ort/infer.ts),
   // compiled at the first call; elsewhere, or for a model the exporter cannot express, model.predict.
   let compiled: CompiledBackbone | null | undefined;
   return {

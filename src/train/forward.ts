@@ -4,15 +4,9 @@
 // final BatchNorm1d) trains its beta alone (tfjs-layers cannot train a scale-free BN at all). The
 // running-statistic updates are returned, not applied, so they happen once per step outside the tape.
 import * as tf from '@tensorflow/tfjs';
-import { compiledTrainForward, compiledTrainingEnabled } from '../backend/ort-train.ts';
+import { compiledTrainForward, compiledTrainingEnabled, type BatchNormUpdate } from '../ort/train.ts';
 
-/** A BatchNorm layer's batch statistics from one forward pass, to fold into its running statistics. */
-export interface BatchNormUpdate {
-  layer: tf.layers.Layer;
-  mean: tf.Tensor1D;
-  /** Unbiased (n / (n - 1)) batch variance, as torch uses for running_var. */
-  variance: tf.Tensor1D;
-}
+export type { BatchNormUpdate } from '../ort/train.ts';
 
 export interface TrainForwardOptions {
   /** Fine-tuning: normalise with the running statistics and leave them unchanged. */
@@ -137,7 +131,7 @@ function batchNormTraining(layer: tf.layers.Layer, x: tf.Tensor, updates: BatchN
  * statistics into `updates` (pass null to skip). Call inside `tf.variableGrads` for the gradients.
  */
 export function trainForward(model: tf.LayersModel, x: tf.Tensor, updates: BatchNormUpdate[] | null, opts: TrainForwardOptions = {}): tf.Tensor {
-  // On the ort engines the whole backbone is one compiled op (src/backend/ort-train.ts) where it can be.
+  // On the ort engines the whole backbone is one compiled op (src/ort/train.ts) where it can be.
   if ((opts.compiled ?? true) && compiledTrainingEnabled()) {
     const y = compiledTrainForward(model, x, updates, opts.freezeBatchNorm ?? false);
     if (y) return y;

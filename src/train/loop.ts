@@ -24,6 +24,7 @@ import { loadCheckpoint, saveCheckpoint, type TrainPosition } from './checkpoint
 import { copyMatchingWeights } from './init.ts';
 import { loadBackbone, type LoadedBackbone } from '../convert/load-backbone.ts';
 import { ProgressLog } from './progress.ts';
+import { backendCaps } from '../backend/caps.ts';
 
 export interface TrainOptions {
   /** A run or checkpoint directory to continue from. */
@@ -172,7 +173,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   let lossCount = 0;
   let finalLoss = NaN;
   const startTime = performance.now();
-  const backendKeepsHostArrays = tf.getBackend() === 'cpu' || tf.getBackend() === 'ort-cpu';
+  const backendKeepsHostArrays = backendCaps().hostArrays;
   const startStep = pos.step;
 
   let savedAt = resumed ? pos.step : -1;

@@ -2,11 +2,9 @@
 // exportable state, and arcface_torch's gradient accumulation (train_v2.py's `gradient_acc`).
 import * as tf from '@tensorflow/tfjs';
 import { ArcfaceError } from '../errors.ts';
+import { backendCaps } from '../backend/caps.ts';
 
 export type OptimizerKind = 'sgd' | 'adamw';
-
-/** Backends whose tensors are plain JS arrays (tfjs's cpu, and the ort engine built on it). */
-const JS_ARRAY_BACKENDS = ['cpu', 'ort-cpu'];
 
 export interface ParamGroup {
   /** e.g. 'backbone' or 'head'; names the group in the exported state. */
@@ -127,7 +125,7 @@ export class TorchOptimizer {
   private sgd(slot: Slot, g: tf.Tensor, lr: number): void {
     const p = slot.variable;
     const prev = slot.buffers.get('momentumBuffer');
-    if (JS_ARRAY_BACKENDS.includes(tf.getBackend())) {
+    if (backendCaps().hostArrays) {
       slot.buffers.set('momentumBuffer', this.sgdFused(p, g, prev, lr));
       prev?.dispose();
       slot.step++;

@@ -3,7 +3,7 @@
 import type { CommandModule } from 'yargs';
 import fs from 'node:fs';
 import path from 'node:path';
-import { compileIfEnabled } from '../../backend/ort-infer.ts';
+import { compileIfEnabled } from '../../ort/infer.ts';
 import { initBackend } from '../../backend/select.ts';
 import { loadBackbone } from '../../convert/load-backbone.ts';
 import { temporaryName } from '../../data/atomic.ts';
@@ -63,7 +63,7 @@ const command: CommandModule<object, Args> = {
     if (!fs.existsSync(path.dirname(path.resolve(rocPath)))) throw new ArcfaceError('cannot write the ROC image: no such directory', rocPath);
     await initBackend(argv.backend);
     const { model } = await loadBackbone(argv.model);
-    // On the ort engines, one compiled onnxruntime graph for every set (src/backend/ort-infer.ts).
+    // On the ort engines, one compiled onnxruntime graph for every set (src/ort/infer.ts).
     const compiled = compileIfEnabled(model, { cache: false });
     try {
       const size = modelInputSize(model);

@@ -58,7 +58,7 @@ const command: CommandModule<object, Args> = {
         writeTorchStateDict(argv.out, toStateDict(model));
         writeCard(argv.out, card);
       } else {
-        const { writeOnnx } = await import('../../convert/onnx/export.ts');
+        const { writeOnnx } = await import('../../onnx/export.ts');
         if (argv.opset! < 9 || argv.opset! > 17) throw new ArcfaceError(`--opset ${argv.opset} is outside 9-17`);
         writeOnnx(argv.out, model, {
           opset: argv.opset,

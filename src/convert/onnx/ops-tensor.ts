@@ -7,13 +7,7 @@ import type { ConvertContext, SymValue, Value } from './context.ts';
 import { symValue } from './context.ts';
 import { constInLayout, identityPerm, inLayout, invertPerm, isIdentity, onnxShape } from './layout.ts';
 import { OnnxOp } from './onnx-op-layer.ts';
-import { resolveReshape } from './static-eval.ts';
-
-function normAxis(ctx: ConvertContext, axis: number, rank: number): number {
-  const a = axis < 0 ? axis + rank : axis;
-  if (a < 0 || a >= rank) throw ctx.error(`axis ${axis} out of range for rank ${rank}`);
-  return a;
-}
+import { normAxis, resolveReshape } from './static-eval.ts';
 
 /** Flatten to [batch, rest]; free for an NHWC-stored map (marked flat). */
 function flattenToBatch(ctx: ConvertContext, x: SymValue): SymValue {

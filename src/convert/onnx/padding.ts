@@ -2,13 +2,9 @@
 // and the test for whether tfjs' own 'same' padding gives exactly those pads.
 import type { Dim } from './const-tensor.ts';
 import type { ConvertContext } from './context.ts';
+import { samePadTotal } from '../../onnx/geometry.ts';
 
 export type Pads4 = [number, number, number, number];
-
-function sameTotal(n: number, k: number, s: number, d: number): number {
-  const out = Math.ceil(n / s);
-  return Math.max((out - 1) * s + (k - 1) * d + 1 - n, 0);
-}
 
 /** Pads of a 2-D Conv/Pool node for input spatial size `hw` (null = known only at run time). */
 export function resolvePads(ctx: ConvertContext, hw: Dim[], kernel: number[], strides: number[], dilations: number[]): Pads4 {
@@ -25,7 +21,7 @@ export function resolvePads(ctx: ConvertContext, hw: Dim[], kernel: number[], st
   for (let i = 0; i < 2; i++) {
     const n = hw[i];
     if (n === null && strides[i] !== 1) throw ctx.error(`auto_pad ${autoPad} with stride ${strides[i]} needs a fixed input size`);
-    const total = n === null ? (kernel[i] - 1) * dilations[i] : sameTotal(n, kernel[i], strides[i], dilations[i]);
+    const total = n === null ? (kernel[i] - 1) * dilations[i] : samePadTotal(n, kernel[i], strides[i], dilations[i]);
     const b = autoPad === 'SAME_UPPER' ? Math.floor(total / 2) : Math.ceil(total / 2);
     begin.push(b);
     end.push(total - b);
@@ -38,7 +34,7 @@ export function isTfSame(pads: Pads4, hw: Dim[], kernel: number[], strides: numb
   for (let i = 0; i < 2; i++) {
     const n = hw[i];
     if (n === null && strides[i] !== 1) return false;
-    const total = n === null ? (kernel[i] - 1) * dilations[i] : sameTotal(n, kernel[i], strides[i], dilations[i]);
+    const total = n === null ? (kernel[i] - 1) * dilations[i] : samePadTotal(n, kernel[i], strides[i], dilations[i]);
     if (pads[i] !== Math.floor(total / 2) || pads[i + 2] !== total - Math.floor(total / 2)) return false;
   }
   return true;

@@ -6,6 +6,7 @@ import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { ArcfaceError } from '../../errors.ts';
 import { type ConstTensor, type Dim, floatTensor, intTensor } from './const-tensor.ts';
+import { halfToFloat } from '../../util/half.ts';
 
 export const onnx = onnxProto.onnx;
 export type ModelProto = OnnxTypes.ModelProto;
@@ -153,15 +154,6 @@ export function tensorFromProto(t: TensorProto, file: string): ConstTensor {
       throw new ArcfaceError(`${where} has unsupported data type ${DataType[dt] ?? dt}`, file);
   }
   return intTensor(shape, ints, dt === DataType.BOOL ? 'bool' : 'int');
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * 2 ** -14 * (f / 1024);
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * 2 ** (e - 15) * (1 + f / 1024);
 }
 
 export type AttrValue = number | number[] | string | string[] | ConstTensor;

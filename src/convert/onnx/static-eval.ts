@@ -23,7 +23,8 @@ export const FOLDABLE_OPS = new Set([
   'Reshape', 'Flatten', 'Transpose', 'Add', 'Sub', 'Mul', 'Div', 'Slice', 'Neg',
 ]);
 
-function normAxis(ctx: ConvertContext, axis: number, rank: number): number {
+/** `axis` counted from 0 (a negative one from the end), checked against `rank`. */
+export function normAxis(ctx: ConvertContext, axis: number, rank: number): number {
   const a = axis < 0 ? axis + rank : axis;
   if (a < 0 || a >= rank) throw ctx.error(`axis ${axis} out of range for rank ${rank}`);
   return a;

@@ -1,7 +1,9 @@
 // Accumulates the nodes and initializers of one ONNX graph and encodes the ModelProto. Knows the opset
-// -> IR version table; everything about tfjs layers lives in export-layers.ts.
+// -> IR version table; everything about tfjs layers lives in inference.ts, training.ts and layers/.
+import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
-import { onnx } from './reader.ts';
+
+const onnx = onnxProto.onnx;
 
 type Attr = OnnxTypes.IAttributeProto;
 export type AttrValue = number | number[] | string | { float: number };

@@ -12,8 +12,9 @@
 // or compiled with { cache: false }.
 import * as tf from '@tensorflow/tfjs';
 import { ArcfaceError } from '../errors.ts';
-import { exportOnnx } from '../convert/onnx/export.ts';
-import { ORT_THREADS, OrtSession, ortAvailable } from './ort-binding.ts';
+import { exportOnnx } from '../onnx/export.ts';
+import { ORT_THREADS, OrtSession, ortAvailable } from './binding.ts';
+import { backendCaps } from '../backend/caps.ts';
 
 const INPUT = 'data';
 const OUTPUT = 'embedding';
@@ -127,7 +128,7 @@ export function dropCompiled(model?: tf.LayersModel): void {
  */
 export function compiledInferenceEnabled(backend: string = tf.getBackend()): boolean {
   if (process.env.ARCFACE_ORT_COMPILE === '0') return false;
-  return (backend === 'ort' || backend === 'ort-cpu') && ortAvailable();
+  return backendCaps(backend).ortEngine && ortAvailable();
 }
 
 /**

@@ -3,12 +3,12 @@
 // (x - 127.5) / 127.5 normalisation for raw 0..255 input, and the backbone spec in metadata_props.
 import type * as tf from '@tensorflow/tfjs';
 import fs from 'node:fs';
-import { ArcfaceError } from '../../errors.ts';
-import { writeFileAtomic } from '../../data/atomic.ts';
-import type { BackboneSpec } from '../../models/factory.ts';
-import { specOf } from '../../models/io.ts';
-import { GraphBuilder, MAX_OPSET, MIN_OPSET, type ValueInfo } from './export-builder.ts';
-import { emitLayers } from './export-layers.ts';
+import { ArcfaceError } from '../errors.ts';
+import { writeFileAtomic } from '../data/atomic.ts';
+import type { BackboneSpec } from '../models/factory.ts';
+import { specOf } from '../models/io.ts';
+import { GraphBuilder, MAX_OPSET, MIN_OPSET, type ValueInfo } from './builder.ts';
+import { emitInference } from './inference.ts';
 
 export interface ExportOnnxOptions {
   /** Default-domain opset, 9..17 (default 11, as torch2onnx). */
@@ -45,7 +45,7 @@ export const NORMALISATION_BUILT_IN = 'built in: raw RGB 0..255, NCHW';
 
 function producerVersion(): string {
   try {
-    return JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')).version ?? '';
+    return JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version ?? '';
   } catch {
     return '';
   }
@@ -89,7 +89,7 @@ export function exportOnnx(model: tf.LayersModel, opts: ExportOnnxOptions = {}):
     input = g.node('Mul', [centred, g.floatInit('scale', [1], Float32Array.of(1 / 127.5))], 'normalise');
   }
   if (nhwc) input = g.node('Transpose', [input], 'nchw', { perm: [0, 3, 1, 2] });
-  const outs = emitLayers(g, model, { foldBatchNorm: opts.foldBatchNorm ?? false, preluAsRelu: opts.ortCpu ?? false, inputName: input, label });
+  const outs = emitInference(g, model, { foldBatchNorm: opts.foldBatchNorm ?? false, preluAsRelu: opts.ortCpu ?? false, inputName: input, label });
 
   const outputName = opts.outputName ?? 'embedding';
   const outputs: ValueInfo[] = outs.map((o, i) => {

@@ -1,17 +1,19 @@
 // The compiled training forward: a whole backbone as ONE tfjs op whose forward and backward are the
-// two onnxruntime graphs of src/backend/ort-train-graph.ts. tfjs sees the image, the trainable
+// two onnxruntime graphs of src/onnx/training.ts. tfjs sees the image, the trainable
 // weights (so tf.variableGrads reaches them) and the embedding; the activations the backward needs
 // stay in plain Float32Arrays held by the op's gradient closure, outside any tfjs heap. Used by
 // trainForward on the ort engines (src/train/forward.ts); sessions are cached per model, batch size
 // and BN mode.
 import * as tf from '@tensorflow/tfjs';
-import { OrtSession, ortAvailable } from './ort-binding.ts';
-import { compileTrainingGraphs, UnsupportedLayerError, type GraphParam, type TrainingGraphs } from './ort-train-graph.ts';
+import { OrtSession, ortAvailable } from './binding.ts';
+import { backendCaps } from '../backend/caps.ts';
+import { compileTrainingGraphs, UnsupportedLayerError, type GraphParam, type TrainingGraphs } from '../onnx/training.ts';
 
-/** What trainForward records per BatchNorm (same shape as src/train/forward.ts's BatchNormUpdate). */
-export interface CompiledBatchNormUpdate {
+/** A BatchNorm layer's batch statistics from one forward pass, to fold into its running statistics. */
+export interface BatchNormUpdate {
   layer: tf.layers.Layer;
   mean: tf.Tensor1D;
+  /** Unbiased (n / (n - 1)) batch variance, as torch uses for running_var. */
   variance: tf.Tensor1D;
 }
 
@@ -38,11 +40,9 @@ const LEAN_MIN_WEIGHT_BYTES = 128 * 2 ** 20;
 
 const cache = new WeakMap<tf.LayersModel, Map<string, Compiled | UnsupportedLayerError>>();
 
-/** The backends on which trainForward runs backbones as compiled graphs (unless ARCFACE_COMPILED=0). */
-export const COMPILED_TRAINING_BACKENDS = ['ort', 'ort-cpu'];
-
+/** Whether trainForward runs backbones as compiled graphs: on the ort engines, unless ARCFACE_COMPILED=0. */
 export function compiledTrainingEnabled(): boolean {
-  return process.env.ARCFACE_COMPILED !== '0' && COMPILED_TRAINING_BACKENDS.includes(tf.getBackend()) && ortAvailable();
+  return process.env.ARCFACE_COMPILED !== '0' && backendCaps().ortEngine && ortAvailable();
 }
 
 function compiled(model: tf.LayersModel, batch: number, frozen: boolean): Compiled | UnsupportedLayerError {
@@ -141,7 +141,7 @@ function outputs(shapes: number[][]): { tensors: tf.Tensor[]; arrays: () => Floa
 export function compiledTrainForward(
   model: tf.LayersModel,
   x: tf.Tensor,
-  updates: CompiledBatchNormUpdate[] | null,
+  updates: BatchNormUpdate[] | null,
   frozen: boolean,
 ): tf.Tensor | null {
   const batch = x.shape[0]!;

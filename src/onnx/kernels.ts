@@ -8,12 +8,14 @@
 // convolution of x (channels as batch, batch as channels) with dy as a filter dilated by the stride,
 // as in src/backend/wasm-conv-grad.ts. dX is ConvTranspose with the forward's pads; rows of x that
 // no window reaches come from output_padding.
-import { GraphBuilder } from '../convert/onnx/export-builder.ts';
+import { GraphBuilder } from './builder.ts';
+import type { Window2D } from './geometry.ts';
+import { kernelToOnnxDirect as onnxWeight } from './layers/conv.ts';
 
 export type ConvOp = 'conv' | 'dx' | 'dw';
 
 /** One convolution's geometry as tfjs resolves it (computeConv2DInfo), NHWC. */
-export interface ConvSpec {
+export interface ConvSpec extends Window2D {
   op: ConvOp;
   depthwise: boolean;
   /** x: [n, h, w, c]; y: [n, oh, ow, o] (depthwise: o = c * m). */
@@ -24,12 +26,6 @@ export interface ConvSpec {
   oh: number;
   ow: number;
   o: number;
-  kh: number;
-  kw: number;
-  sh: number;
-  sw: number;
-  dh: number;
-  dw: number;
   top: number;
   bottom: number;
   left: number;
@@ -54,14 +50,6 @@ export interface ConvGraph {
 
 function isPointwise(s: ConvSpec): boolean {
   return !s.depthwise && s.kh === 1 && s.kw === 1 && s.dh === 1 && s.dw === 1 && s.top === 0 && s.bottom === 0 && s.left === 0 && s.right === 0;
-}
-
-/** [kh,kw,c,o] (dense) or [kh,kw,c,m] (depthwise) -> ORT's Conv/ConvTranspose weight. */
-function onnxWeight(g: GraphBuilder, w: string, s: ConvSpec): string {
-  if (!s.depthwise) return g.node('Transpose', [w], 'w_oihw', { perm: [3, 2, 0, 1] }); // [o, c, kh, kw]
-  // Output channel c*m+k of tfjs's depthwise conv is input channel c through w[.., c, k].
-  const t = g.node('Transpose', [w], 'w_cm', { perm: [2, 3, 0, 1] });
-  return g.node('Reshape', [t, g.int64Init('dw_shape', [s.o, 1, s.kh, s.kw])], 'w_oihw');
 }
 
 /** Every row/col of x from 0 with the stride (a 1x1 convolution's window starts). */
