@@ -1,15 +1,16 @@
 // Image bytes -> RGB uint8 at the model's input size. JPEGs go through libjpeg-turbo (synchronous, fast);
 // PNG/WebP, JPEGs libjpeg-turbo rejects (CMYK, warnings) and every resize go through sharp (libvips).
 import sharp from 'sharp';
+import { ArcfaceError } from '../errors.ts';
 import { decodeJpeg, isJpeg, JpegDecodeError, type RgbImage } from './jpeg.ts';
 
 export type { RgbImage } from './jpeg.ts';
 
 /** Bytes that no decoder accepts. The message names `where` (a file or a RecordIO key). */
-export class ImageDecodeError extends Error {
+export class ImageDecodeError extends ArcfaceError {
   override name = 'ImageDecodeError';
   constructor(readonly where: string, readonly reason: string) {
-    super(`${where}: cannot decode image: ${reason}`);
+    super(`cannot decode image: ${reason}`, where);
   }
 }
 

@@ -26,7 +26,7 @@ export interface CaseResult {
 
 // Readers that misbehave on purpose, so that the harness's own classification is tested.
 const SELFTEST: FuzzFormat[] = [
-  { name: 'selftest-crash', available: () => true, make: async (dir) => ({ input: path.join(dir, 'x'), mutations: [] }), read: async () => void [].reduce(() => 0) },
+  { name: 'selftest-crash', available: () => true, make: async (dir) => ({ input: path.join(dir, 'x'), mutations: [] }), read: async () => void ([] as number[]).reduce((a, b) => a + b) },
   { name: 'selftest-hang', available: () => true, make: async (dir) => ({ input: path.join(dir, 'x'), mutations: [] }), read: async () => { for (;;); } },
   {
     name: 'selftest-oom',

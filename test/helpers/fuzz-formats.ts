@@ -196,12 +196,11 @@ const onnx: FuzzFormat = {
 let jpegSeeds: Promise<Uint8Array[]> | undefined;
 /** JPEGs encoded here (baseline and progressive) from the aligned face crop. */
 function encodedJpegs(): Promise<Uint8Array[]> {
-  jpegSeeds ??= (async () => {
+  jpegSeeds ??= (async (): Promise<Uint8Array[]> => {
     const sharp = (await import('sharp')).default;
     const png = load(fixture('faces', 'astronaut_aligned_112.png'));
-    return Promise.all([sharp(png).jpeg({ quality: 90 }).toBuffer(), sharp(png).jpeg({ quality: 75, progressive: true }).toBuffer()]).then((bs) =>
-      bs.map((b) => new Uint8Array(b)),
-    );
+    const bs = await Promise.all([sharp(png).jpeg({ quality: 90 }).toBuffer(), sharp(png).jpeg({ quality: 75, progressive: true }).toBuffer()]);
+    return bs.map((b) => new Uint8Array(b));
   })();
   return jpegSeeds;
 }
