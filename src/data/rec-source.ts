@@ -20,7 +20,12 @@ export interface PackProperty {
 
 /** Reads a `property` file (`num_classes,height,width`). */
 export function readProperty(file: string): PackProperty {
-  const text = fs.readFileSync(file, 'utf8').trim();
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    throw new ArcfaceError(`cannot read: ${(e as Error).message}`, file);
+  }
   const parts = text.split(',').map((s) => Number(s.trim()));
   // Class ids are int32 and no decoder takes images past 65500 pixels a side: bigger numbers are damage.
   if (parts.length !== 3 || parts.some((n) => !Number.isInteger(n) || n <= 0) || parts[0] > 2 ** 31 - 1 || parts[1] > 65500 || parts[2] > 65500) {

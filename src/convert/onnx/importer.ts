@@ -271,7 +271,8 @@ function detectNormalisation(
   let offset = 0;
   let steps = 0;
   let scalarOnly = true;
-  for (;;) {
+  // At most one step per node: a node whose output reuses its input's name must not loop forever.
+  for (let guard = 0; guard <= (graph.node ?? []).length; guard++) {
     const consumers = (graph.node ?? []).filter((n) => (n.input ?? []).includes(current));
     if (consumers.length !== 1 || !AFFINE_OPS.has(consumers[0].opType ?? '')) break;
     const node = consumers[0];
