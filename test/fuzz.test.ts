@@ -17,18 +17,19 @@ test('the harness tells a crash, a hang, an OOM, an error without the file and a
     formats: ['selftest-crash', 'selftest-hang', 'selftest-oom', 'selftest-nofile', 'selftest-clean'],
     count: 1,
     seed: 1,
-    timeoutMs: 4000,
-    heapMb: 96,
+    timeoutMs: 8000,
+    heapMb: 192,
   });
   const outcome = (f: string) => {
     const s = got.find((x) => x.format === f)!;
     return (['ok', 'clean', 'crash', 'hang', 'oom'] as const).find((k) => s[k] === 1);
   };
-  assert.equal(outcome('selftest-crash'), 'crash');
-  assert.equal(outcome('selftest-hang'), 'hang');
-  assert.equal(outcome('selftest-oom'), 'oom');
-  assert.equal(outcome('selftest-nofile'), 'crash');
-  assert.equal(outcome('selftest-clean'), 'clean');
+  const all = got.map(show).join('\n');
+  assert.equal(outcome('selftest-crash'), 'crash', all);
+  assert.equal(outcome('selftest-hang'), 'hang', all);
+  assert.equal(outcome('selftest-oom'), 'oom', all);
+  assert.equal(outcome('selftest-nofile'), 'crash', all);
+  assert.equal(outcome('selftest-clean'), 'clean', all);
 });
 
 test('mutations are seeded: the same seed gives the same bytes, another seed other bytes', { skip: skipUnlessFixture('pairs_py2.bin') }, () => {
