@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { unzipSync, zipSync, type Zippable } from 'fflate';
+import { ArcfaceError } from '../errors.ts';
 import { PickleGlobal, PyPersistentId, PyReduce, PyTuple, pickle, unpickle } from './pickle.ts';
 
 export type TorchDType = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
@@ -29,9 +30,9 @@ const STORAGE_DTYPES: Record<string, [TorchDType, number]> = {
   BoolStorage: ['bool', 1],
 };
 
-export class TorchFormatError extends Error {
-  constructor(readonly file: string, message: string) {
-    super(`${file}: ${message}`);
+export class TorchFormatError extends ArcfaceError {
+  constructor(file: string, message: string) {
+    super(message, file);
     this.name = 'TorchFormatError';
   }
 }
