@@ -39,7 +39,12 @@ export function importTorch(file: string, opts: ImportTorchOptions = {}): { mode
   } catch (e) {
     throw new ArcfaceError((e as Error).message, file);
   }
-  const model = buildBackbone(spec);
+  let model: tf.LayersModel;
+  try {
+    model = buildBackbone(spec);
+  } catch (e) {
+    throw new ArcfaceError(`cannot build ${spec.network} from it: ${(e as Error).message}`, file);
+  }
   try {
     loadStateDict(model, sd);
   } catch (e) {

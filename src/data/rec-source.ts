@@ -20,9 +20,15 @@ export interface PackProperty {
 
 /** Reads a `property` file (`num_classes,height,width`). */
 export function readProperty(file: string): PackProperty {
-  const text = fs.readFileSync(file, 'utf8').trim();
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    throw new ArcfaceError(`cannot read: ${(e as Error).message}`, file);
+  }
   const parts = text.split(',').map((s) => Number(s.trim()));
-  if (parts.length !== 3 || parts.some((n) => !Number.isInteger(n) || n <= 0)) {
+  // Class ids are int32 and no decoder takes images past 65500 pixels a side: bigger numbers are damage.
+  if (parts.length !== 3 || parts.some((n) => !Number.isInteger(n) || n <= 0) || parts[0] > 2 ** 31 - 1 || parts[1] > 65500 || parts[2] > 65500) {
     throw new ArcfaceError(`expected one line "num_classes,height,width" (e.g. 12,112,112), got ${JSON.stringify(text.slice(0, 60))}`, file);
   }
   return { numClasses: parts[0], height: parts[1], width: parts[2] };
@@ -150,7 +156,13 @@ export class RecordIOSource implements ImageSource {
         const lab = r0.label as Float32Array;
         const a = Math.round(lab[0]);
         const b = r0.flag > 1 ? Math.round(lab[1]) : a;
-        if (!(a >= 1)) throw new ArcfaceError(`key 0: meta record label [${Array.from(lab).join(', ')}] does not give a first identity key >= 1`, rec);
+        // Images are keys 1..a-1, so a cannot pass the number of records (checked before allocating for them).
+        if (!(a >= 1) || !(a - 1 <= table.keys.length) || !Number.isFinite(b)) {
+          throw new ArcfaceError(
+            `key 0, byte offset ${off0}: meta record label [${Array.from(lab.subarray(0, 4)).join(', ')}] does not give a first identity key between 1 and ${table.keys.length + 1} (the number of records + 1)`,
+            rec,
+          );
+        }
         const imgKeys = new Float64Array(a - 1);
         const imgOffsets = new Float64Array(a - 1);
         for (let k = 1; k < a; k++) {
@@ -190,7 +202,8 @@ export class RecordIOSource implements ImageSource {
     const key = this.keys[i];
     // Header plus up to two floats of label array in the first chunk: one small read.
     const head = this.reader.peekAt(this.offsets[i], IRHEADER_SIZE, key);
-    const flag = new DataView(head.buffer, head.byteOffset, head.byteLength).getUint32(0, true);
+    // A record shorter than the IRHeader: unpackRecord below says so.
+    const flag = head.length < IRHEADER_SIZE ? 0 : new DataView(head.buffer, head.byteOffset, head.byteLength).getUint32(0, true);
     const full = flag === 0 ? head : this.reader.peekAt(this.offsets[i], IRHEADER_SIZE + 4 * flag, key);
     return this.checkLabel(classOf(unpackRecord(full, this.describe(i))), i);
   }

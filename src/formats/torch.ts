@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { unzipSync, zipSync, type Zippable } from 'fflate';
+import { ArcfaceError } from '../errors.ts';
 import { PickleGlobal, PyPersistentId, PyReduce, PyTuple, pickle, unpickle } from './pickle.ts';
 import { halfToFloat } from '../util/half.ts';
 
@@ -30,17 +31,30 @@ const STORAGE_DTYPES: Record<string, [TorchDType, number]> = {
   BoolStorage: ['bool', 1],
 };
 
-export class TorchFormatError extends Error {
-  constructor(readonly file: string, message: string) {
-    super(`${file}: ${message}`);
+export class TorchFormatError extends ArcfaceError {
+  constructor(file: string, message: string) {
+    super(message, file);
     this.name = 'TorchFormatError';
   }
 }
 
-interface StorageRef {
-  key: string;
-  dtype: TorchDType;
-  itemSize: number;
+class StorageRef {
+  constructor(
+    readonly key: string,
+    readonly dtype: TorchDType,
+    readonly itemSize: number,
+  ) {}
+}
+
+const isDims = (v: unknown): v is number[] => Array.isArray(v) && v.every((d) => Number.isSafeInteger(d) && d >= 0);
+
+/** `_rebuild_tensor_v2(storage, offset, shape, stride, ...)` with its arguments checked (a damaged pickle can hold anything there). */
+function rebuildTensor(file: string, storage: unknown, offset: unknown, shape: unknown, stride: unknown): LazyTensor {
+  if (!(storage instanceof StorageRef)) throw new TorchFormatError(file, 'a tensor in data.pkl has no storage (damaged pickle)');
+  if (!isDims(shape) || !isDims(stride) || shape.length !== stride.length || !Number.isSafeInteger(offset) || (offset as number) < 0) {
+    throw new TorchFormatError(file, `a tensor of storage ${storage.key} has a malformed offset/shape/stride (${String(offset)}, ${JSON.stringify(shape)}, ${JSON.stringify(stride)}): damaged pickle`);
+  }
+  return new LazyTensor(storage, offset as number, shape, stride);
 }
 
 class LazyTensor {
@@ -169,18 +183,19 @@ export function readTorchStateDict(file: string): Map<string, TorchTensor> {
 
   const findClass = (module: string, name: string) => {
     if (module === 'torch._utils' && (name === '_rebuild_tensor_v2' || name === '_rebuild_tensor')) {
-      return (storage: unknown, offset: unknown, shape: unknown, stride: unknown) =>
-        new LazyTensor(storage as StorageRef, offset as number, shape as number[], stride as number[]);
+      return (storage: unknown, offset: unknown, shape: unknown, stride: unknown) => rebuildTensor(file, storage, offset, shape, stride);
     }
     if (module === 'torch._utils' && name === '_rebuild_parameter') return (data: unknown) => data;
     return undefined;
   };
   const persistentLoad = (pid: unknown): StorageRef => {
-    const [kind, type, key] = pid as [string, unknown, string];
-    if (kind !== 'storage') throw new TorchFormatError(file, `unknown persistent id kind "${kind}"`);
-    const dt = type instanceof PickleGlobal ? STORAGE_DTYPES[type.name] : undefined;
-    if (!dt) throw new TorchFormatError(file, `unsupported storage type ${(type as PickleGlobal)?.qualname ?? String(type)}`);
-    return { key: String(key), dtype: dt[0], itemSize: dt[1] };
+    if (!Array.isArray(pid) || pid.length < 3) throw new TorchFormatError(file, 'malformed persistent id in data.pkl (expected a storage tuple)');
+    const [kind, type, key] = pid as [unknown, unknown, unknown];
+    if (kind !== 'storage') throw new TorchFormatError(file, `unknown persistent id kind "${String(kind)}"`);
+    const dt = type instanceof PickleGlobal && Object.hasOwn(STORAGE_DTYPES, type.name) ? STORAGE_DTYPES[type.name] : undefined;
+    if (!dt) throw new TorchFormatError(file, `unsupported storage type ${type instanceof PickleGlobal ? type.qualname : typeof type}`);
+    if (typeof key !== 'string' && typeof key !== 'number') throw new TorchFormatError(file, 'malformed persistent id in data.pkl (storage key)');
+    return new StorageRef(String(key), dt[0], dt[1]);
   };
 
   let root: unknown;
@@ -195,6 +210,7 @@ export function readTorchStateDict(file: string): Map<string, TorchTensor> {
   const out = new Map<string, TorchTensor>();
   for (const [rawName, t] of lazy) {
     if (!(t instanceof LazyTensor)) continue;
+    if (typeof rawName !== 'string') throw new TorchFormatError(file, `state dict key ${String(rawName)} is not a string`);
     const name = rawName.startsWith('module.') ? rawName.slice(7) : rawName;
     let storage = storages.get(t.storage.key);
     if (!storage) {
@@ -207,6 +223,11 @@ export function readTorchStateDict(file: string): Map<string, TorchTensor> {
     const maxIndex = t.offset + t.shape.reduce((a, s, d) => a + (s - 1) * t.stride[d]!, 0);
     if (numel > 0 && maxIndex >= storage.length) {
       throw new TorchFormatError(file, `tensor "${name}" [${t.shape}] reaches past its storage (${storage.length} elements): truncated file?`);
+    }
+    // torch.save writes no expanded (stride 0) views of parameters: more elements than the storage is damage,
+    // and would allocate without bound.
+    if (numel > storage.length) {
+      throw new TorchFormatError(file, `tensor "${name}" [${t.shape}] has more elements than its storage (${storage.length}): damaged file?`);
     }
     const data = isContiguous(t.shape, t.stride)
       ? (storage.subarray(t.offset, t.offset + numel) as TorchTensor['data'])

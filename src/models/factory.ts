@@ -24,7 +24,7 @@ export const NETWORKS = [...Object.keys(IRESNET_LAYERS), 'iresnet', 'mbf', 'mbf_
 export function resolveSpec(spec: Partial<BackboneSpec> & { network: string }): BackboneSpec {
   const { network } = spec;
   const base = { network, embeddingSize: spec.embeddingSize ?? 512, inputSize: spec.inputSize ?? 112 };
-  if (network in IRESNET_LAYERS || network === 'iresnet') {
+  if (Object.hasOwn(IRESNET_LAYERS, network) || network === 'iresnet') {
     const layers = spec.layers ?? (IRESNET_LAYERS as Record<string, readonly number[]>)[network];
     if (!layers) throw new Error('network "iresnet" needs `layers` (blocks per stage, e.g. [2,2,2,2])');
     return { ...base, layers: [...layers], widths: [...(spec.widths ?? [64, 128, 256, 512])] };

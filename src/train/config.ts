@@ -81,12 +81,22 @@ export interface TrainConfig {
 }
 
 type Kind = 'number' | 'integer' | 'string' | 'boolean' | 'number[]' | 'integer[]' | 'string[]';
-const SCHEMA: Record<keyof TrainConfig, { kind: Kind; nullable?: boolean; min?: number; choices?: readonly string[]; length?: number }> = {
+interface Rule {
+  kind: Kind;
+  nullable?: boolean;
+  /** Bounds of the value, or of every item of a list. */
+  min?: number;
+  max?: number;
+  choices?: readonly string[];
+  length?: number;
+}
+const SCHEMA: Record<keyof TrainConfig, Rule> = {
   network: { kind: 'string' },
-  embedding_size: { kind: 'integer', min: 1 },
-  input_size: { kind: 'integer', min: 16 },
-  layers: { kind: 'integer[]', nullable: true, length: 4 },
-  widths: { kind: 'integer[]', nullable: true, length: 4 },
+  // Upper bounds far past any real network: they stop a typo from building a model that cannot fit in memory.
+  embedding_size: { kind: 'integer', min: 1, max: 65536 },
+  input_size: { kind: 'integer', min: 16, max: 4096 },
+  layers: { kind: 'integer[]', nullable: true, length: 4, min: 1, max: 1024 },
+  widths: { kind: 'integer[]', nullable: true, length: 4, min: 1, max: 16384 },
   dropout: { kind: 'number', min: 0 },
   margin_list: { kind: 'number[]', length: 3 },
   scale: { kind: 'number', min: 0 },
@@ -135,7 +145,7 @@ function levenshtein(a: string, b: string): number {
   return d[a.length]![b.length]!;
 }
 
-function checkValue(key: string, v: unknown, rule: (typeof SCHEMA)[keyof TrainConfig]): string | null {
+function checkValue(key: string, v: unknown, rule: Rule): string | null {
   if (v === null) return rule.nullable ? null : `${key} must not be null`;
   const isInt = (x: unknown) => typeof x === 'number' && Number.isInteger(x);
   const isNum = (x: unknown) => typeof x === 'number' && Number.isFinite(x);
@@ -144,10 +154,13 @@ function checkValue(key: string, v: unknown, rule: (typeof SCHEMA)[keyof TrainCo
   if (rule.kind.endsWith('[]')) {
     if (!Array.isArray(v) || !v.every(one)) return `${key} must be a list of ${base}s, got ${JSON.stringify(v)}`;
     if (rule.length !== undefined && v.length !== rule.length) return `${key} must have ${rule.length} entries, got ${v.length}`;
+    const out = v.find((x) => (rule.min !== undefined && (x as number) < rule.min) || (rule.max !== undefined && (x as number) > rule.max));
+    if (out !== undefined) return `${key} entries must be between ${rule.min} and ${rule.max}, got ${JSON.stringify(v)}`;
     return null;
   }
   if (!one(v)) return `${key} must be ${base === 'integer' ? 'an integer' : `a ${base}`}, got ${JSON.stringify(v)}`;
   if (rule.min !== undefined && (v as number) < rule.min) return `${key} must be >= ${rule.min}, got ${v}`;
+  if (rule.max !== undefined && (v as number) > rule.max) return `${key} must be <= ${rule.max}, got ${v}`;
   if (rule.choices && !rule.choices.includes(v as string)) return `${key} must be one of ${rule.choices.join(', ')}, got ${JSON.stringify(v)}`;
   return null;
 }
@@ -158,7 +171,8 @@ export function validateConfig(obj: Record<string, unknown>, where: string): voi
   const known = Object.keys(SCHEMA);
   for (const [k, v] of Object.entries(obj)) {
     if (k === 'extends') continue;
-    const rule = SCHEMA[k as keyof TrainConfig];
+    // Own keys only: "toString" or "constructor" must not find Object.prototype's members.
+    const rule = Object.hasOwn(SCHEMA, k) ? SCHEMA[k as keyof TrainConfig] : undefined;
     if (!rule) {
       const near = known.filter((n) => levenshtein(n, k) <= 3).sort((a, b) => levenshtein(a, k) - levenshtein(b, k))[0];
       problems.push(`unknown key "${k}"${near ? ` (did you mean "${near}"?)` : ''}`);
@@ -199,6 +213,8 @@ export function configPath(nameOrPath: string, relativeTo = CONFIG_DIR): string 
 /** Loads a config with its `extends` chain, then applies `overrides`; validates everything. */
 export function loadConfig(nameOrPath: string, overrides: Partial<Record<string, unknown>> = {}): TrainConfig {
   const chain: Record<string, unknown>[] = [];
+  /** The file each entry of `chain` came from. */
+  const files: string[] = [];
   const seen = new Set<string>();
   let file = configPath(nameOrPath);
   for (;;) {
@@ -208,6 +224,7 @@ export function loadConfig(nameOrPath: string, overrides: Partial<Record<string,
     const obj = readJson(file);
     validateConfig(obj, file);
     chain.unshift(obj);
+    files.unshift(file);
     if (typeof obj.extends !== 'string') {
       if (obj.extends !== undefined) throw new ArcfaceError('"extends" must be a config name', file);
       break;
@@ -219,7 +236,22 @@ export function loadConfig(nameOrPath: string, overrides: Partial<Record<string,
   for (const obj of [...chain, overrides]) for (const [k, v] of Object.entries(obj)) if (k !== 'extends' && v !== undefined) merged[k] = v;
   const missing = Object.keys(SCHEMA).filter((k) => !(k in merged));
   if (missing.length) throw new ArcfaceError(`config lacks ${missing.join(', ')} (does it extend "base"?)`, nameOrPath);
-  return merged as unknown as TrainConfig;
+  const cfg = merged as unknown as TrainConfig;
+  // The network and its layers/widths must make a backbone; say which file set them.
+  try {
+    specFromConfig(cfg);
+  } catch (e) {
+    const sets = (o: Partial<Record<string, unknown>>) => ['network', 'layers', 'widths'].some((k) => Object.hasOwn(o, k) && o[k] !== undefined);
+    let where = sets(overrides) ? 'command-line overrides' : nameOrPath;
+    for (let i = chain.length - 1; i >= 0 && !sets(overrides); i--) {
+      if (sets(chain[i]!)) {
+        where = files[i]!;
+        break;
+      }
+    }
+    throw new ArcfaceError(`invalid config: key "network": ${(e as Error).message}`, where);
+  }
+  return cfg;
 }
 
 /** The backbone a config describes (network name plus optional layers/widths, sizes). */

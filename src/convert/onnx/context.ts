@@ -124,6 +124,15 @@ export class ConvertContext {
     return v as number[];
   }
 
+  /** A list of `n` integers >= 1 (kernel sizes, strides, dilations), checked before any layer sees it. */
+  positiveInts(name: string, n: number, def?: number[]): number[] | undefined {
+    const v = this.ints(name, def);
+    if (v !== undefined && (v.length !== n || v.some((x) => !Number.isSafeInteger(x) || x < 1))) {
+      throw this.error(`attribute ${name} must be ${n} integers >= 1, got [${v.slice(0, 8).join(', ')}]`);
+    }
+    return v;
+  }
+
   string(name: string, def: string): string {
     const v = this.attrs.get(name);
     if (v === undefined) return def;

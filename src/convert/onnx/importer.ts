@@ -134,7 +134,12 @@ export async function importOnnx(pathOrBytes: string | Uint8Array, opts: ImportO
     const image = shape.length === 4;
     const perm = image ? channelsLastPerm(4) : identityPerm(shape.length);
     const tfShape = perm.slice(1).map((a) => batchless[a - 1]);
-    const t = tf.input({ shape: tfShape, name: uniqueInputName(name, inputs.length) });
+    let t: tf.SymbolicTensor;
+    try {
+      t = tf.input({ shape: tfShape, name: uniqueInputName(name, inputs.length) });
+    } catch (e) {
+      throw new ArcfaceError(`graph input "${name}" cannot be a model input: ${(e as Error).message}`, file);
+    }
     const value = symValue(t, perm);
     values.set(name, value);
     inputs.push({ name, value, shape: [null, ...batchless], layout: image ? 'nhwc' : 'onnx' });
@@ -145,34 +150,40 @@ export async function importOnnx(pathOrBytes: string | Uint8Array, opts: ImportO
   (graph.node ?? []).forEach((node, index) => {
     const attrs = nodeAttributes(node, file);
     ctx.begin(node, attrs, index);
-    const op = node.opType ?? '';
-    if (node.domain && node.domain !== 'ai.onnx') throw ctx.error(`operator domain "${node.domain}" is not supported`);
-    const ins = (node.input ?? []).map((n) => {
-      if (!n) return undefined;
-      const v = values.get(n);
-      if (!v) throw ctx.error(`input "${n}" is not produced by any earlier node`);
-      return v;
-    });
-    const outNames = node.output ?? [];
-    const outputCount = outNames.filter((n, i) => n && (i === 0 || isUsed(graph, n))).length;
-    let outs: Value[];
-    const present = ins.filter((v): v is Value => v !== undefined);
-    if (op === 'Shape' && present[0]?.kind === 'sym') {
-      const st = ctx.int('start', 0);
-      outs = [constValue(shapeTensor(onnxShape(present[0]), st, ctx.has('end') ? ctx.int('end', 0) : undefined))];
-    } else if (FOLDABLE_OPS.has(op) && present.every((v) => v.kind === 'const')) {
-      outs = evalConstNode(ctx, ins.map((v) => (v?.kind === 'const' ? v.c : undefined))).map(constValue);
-    } else {
-      const convert = CONVERTERS[op];
-      if (!convert && FOLDABLE_OPS.has(op)) {
-        throw ctx.error(`"${op}" is only supported on constants and shape values, not on tensors computed from the input`);
+    try {
+      const op = node.opType ?? '';
+      if (node.domain && node.domain !== 'ai.onnx') throw ctx.error(`operator domain "${node.domain}" is not supported`);
+      const ins = (node.input ?? []).map((n) => {
+        if (!n) return undefined;
+        const v = values.get(n);
+        if (!v) throw ctx.error(`input "${n}" is not produced by any earlier node`);
+        return v;
+      });
+      const outNames = node.output ?? [];
+      const outputCount = outNames.filter((n, i) => n && (i === 0 || isUsed(graph, n))).length;
+      let outs: Value[];
+      const present = ins.filter((v): v is Value => v !== undefined);
+      if (op === 'Shape' && present[0]?.kind === 'sym') {
+        const st = ctx.int('start', 0);
+        outs = [constValue(shapeTensor(onnxShape(present[0]), st, ctx.has('end') ? ctx.int('end', 0) : undefined))];
+      } else if (FOLDABLE_OPS.has(op) && present.every((v) => v.kind === 'const')) {
+        outs = evalConstNode(ctx, ins.map((v) => (v?.kind === 'const' ? v.c : undefined))).map(constValue);
+      } else {
+        const convert = Object.hasOwn(CONVERTERS, op) ? CONVERTERS[op] : undefined;
+        if (!convert && FOLDABLE_OPS.has(op)) {
+          throw ctx.error(`"${op}" is only supported on constants and shape values, not on tensors computed from the input`);
+        }
+        if (!convert) throw ctx.error(`unsupported ONNX operator "${op}"`);
+        outs = convert(ctx, ins, outputCount);
       }
-      if (!convert) throw ctx.error(`unsupported ONNX operator "${op}"`);
-      outs = convert(ctx, ins, outputCount);
+      outs.forEach((v, i) => {
+        if (outNames[i]) values.set(outNames[i], v);
+      });
+    } catch (e) {
+      // tfjs' own checks (layer arguments, shape inference) stand behind ours: name the node either way.
+      if (e instanceof ArcfaceError) throw e;
+      throw ctx.error(`cannot convert: ${(e as Error).message}`);
     }
-    outs.forEach((v, i) => {
-      if (outNames[i]) values.set(outNames[i], v);
-    });
   });
 
   const outputNames: string[] = [];
@@ -186,12 +197,22 @@ export async function importOnnx(pathOrBytes: string | Uint8Array, opts: ImportO
     const rank = onnxShape(v).length;
     const layout: ValueLayout = rank === 4 && !v.flat ? 'nhwc' : 'onnx';
     ctx.begin({ name: `output_${name}`, opType: 'Output' }, new Map(), 0);
-    outputs.push(inLayout(ctx, v, layout === 'nhwc' ? channelsLastPerm(4) : identityPerm(rank)));
+    try {
+      outputs.push(inLayout(ctx, v, layout === 'nhwc' ? channelsLastPerm(4) : identityPerm(rank)));
+    } catch (e) {
+      if (e instanceof ArcfaceError) throw e;
+      throw ctx.error(`cannot convert: ${(e as Error).message}`);
+    }
     outputNames.push(name);
     outputLayouts.push(layout);
   }
   const modelName = sanitiseName(opts.modelName ?? (graph.name || 'onnx_model'));
-  const model = tf.model({ inputs: inputs.map((i) => i.value.t), outputs, name: modelName });
+  let model: tf.LayersModel;
+  try {
+    model = tf.model({ inputs: inputs.map((i) => i.value.t), outputs, name: modelName });
+  } catch (e) {
+    throw new ArcfaceError(`cannot build the model from the graph: ${(e as Error).message}`, file);
+  }
   const normalisation = detectNormalisation(graph, inputs[0].name, values);
   const metadata: Record<string, string> = {};
   for (const p of proto.metadataProps ?? []) metadata[p.key ?? ''] = p.value ?? '';
@@ -250,7 +271,8 @@ function detectNormalisation(
   let offset = 0;
   let steps = 0;
   let scalarOnly = true;
-  for (;;) {
+  // At most one step per node: a node whose output reuses its input's name must not loop forever.
+  for (let guard = 0; guard <= (graph.node ?? []).length; guard++) {
     const consumers = (graph.node ?? []).filter((n) => (n.input ?? []).includes(current));
     if (consumers.length !== 1 || !AFFINE_OPS.has(consumers[0].opType ?? '')) break;
     const node = consumers[0];

@@ -39,11 +39,12 @@ export function convertConv(ctx: ConvertContext, inputs: (Value | undefined)[]):
   const C = xs[1];
   if (C === null) throw ctx.error('the input channel count must be known');
   const groups = ctx.int('group', 1);
+  if (!Number.isSafeInteger(groups) || groups < 1) throw ctx.error(`attribute group must be an integer >= 1, got ${groups}`);
   if (C % groups !== 0 || M % groups !== 0 || kc * groups !== C) {
     throw ctx.error(`weight [${w.shape}] does not fit ${C} input channels in ${groups} groups`);
   }
-  const strides = ctx.ints('strides', [1, 1])!;
-  const dilations = ctx.ints('dilations', [1, 1])!;
+  const strides = ctx.positiveInts('strides', 2, [1, 1])!;
+  const dilations = ctx.positiveInts('dilations', 2, [1, 1])!;
   if (dilations.some((d) => d > 1) && strides.some((s) => s > 1)) {
     throw ctx.error('dilation together with stride > 1 is not supported by tfjs convolutions');
   }

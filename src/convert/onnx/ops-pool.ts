@@ -16,10 +16,10 @@ export function convertPool(ctx: ConvertContext, inputs: (Value | undefined)[], 
   const xs = onnxShape(x);
   if (xs.length !== 4) throw ctx.error(`only 2-D pooling on NCHW inputs is supported (input rank ${xs.length})`);
   if (outputCount > 1) throw ctx.error('the Indices output of MaxPool is not supported');
-  const kernel = ctx.ints('kernel_shape');
-  if (!kernel || kernel.length !== 2) throw ctx.error('kernel_shape must have 2 entries');
-  const strides = ctx.ints('strides', [1, 1])!;
-  const dilations = ctx.ints('dilations', [1, 1])!;
+  const kernel = ctx.positiveInts('kernel_shape', 2);
+  if (!kernel) throw ctx.error('kernel_shape must have 2 entries');
+  const strides = ctx.positiveInts('strides', 2, [1, 1])!;
+  const dilations = ctx.positiveInts('dilations', 2, [1, 1])!;
   const hw = [xs[2], xs[3]];
   const pads = resolvePads(ctx, hw, kernel, strides, dilations);
   const includePad = ctx.int('count_include_pad', 0) === 1;

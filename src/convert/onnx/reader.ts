@@ -89,11 +89,12 @@ export function tensorFromProto(t: TensorProto, file: string): ConstTensor {
   const check = (n: number): void => {
     if (n !== size) throw new ArcfaceError(`${where} has ${n} values for shape [${shape}]`, file);
   };
+  // Every count is checked against the data the file holds before anything of `size` is allocated.
   if (FLOAT_TYPES.has(dt)) {
+    if (view) check(view.byteLength / (dt === DataType.DOUBLE ? 8 : dt === DataType.FLOAT16 ? 2 : 4));
+    else check((dt === DataType.FLOAT ? t.floatData : dt === DataType.DOUBLE ? t.doubleData : t.int32Data)?.length ?? 0);
     const out = new Float32Array(size);
     if (view) {
-      const item = dt === DataType.DOUBLE ? 8 : dt === DataType.FLOAT16 ? 2 : 4;
-      check(view.byteLength / item);
       for (let i = 0; i < size; i++) {
         out[i] =
           dt === DataType.DOUBLE ? view.getFloat64(i * 8, true)
@@ -101,27 +102,30 @@ export function tensorFromProto(t: TensorProto, file: string): ConstTensor {
           : view.getFloat32(i * 4, true);
       }
     } else if (dt === DataType.FLOAT) {
-      check(t.floatData?.length ?? 0);
       out.set(t.floatData ?? []);
     } else if (dt === DataType.DOUBLE) {
-      check(t.doubleData?.length ?? 0);
       out.set(t.doubleData ?? []);
     } else {
-      check(t.int32Data?.length ?? 0); // float16 bits are stored in int32_data
+      // float16 bits are stored in int32_data
       (t.int32Data ?? []).forEach((v, i) => (out[i] = halfToFloat(v)));
     }
     return floatTensor(shape, out);
   }
+  const INT_ITEM: Record<number, number> = {
+    [DataType.INT64]: 8, [DataType.UINT64]: 8, [DataType.INT32]: 4, [DataType.UINT32]: 4, [DataType.INT16]: 2,
+    [DataType.UINT16]: 2, [DataType.INT8]: 1, [DataType.UINT8]: 1, [DataType.BOOL]: 1,
+  };
+  if (!Object.hasOwn(INT_ITEM, dt)) throw new ArcfaceError(`${where} has unsupported data type ${DataType[dt] ?? dt}`, file);
+  if (view) check(view.byteLength / INT_ITEM[dt]!);
+  else check((dt === DataType.INT64 ? t.int64Data : dt === DataType.UINT64 ? t.uint64Data : t.int32Data)?.length ?? 0);
   const ints: Dim[] = new Array(size);
   switch (dt) {
     case DataType.INT64:
     case DataType.UINT64:
       if (view) {
-        check(view.byteLength / 8);
         for (let i = 0; i < size; i++) ints[i] = Number(view.getBigInt64(i * 8, true));
       } else {
         const src = dt === DataType.INT64 ? t.int64Data : t.uint64Data;
-        check(src?.length ?? 0);
         (src ?? []).forEach((v, i) => (ints[i] = toNumber(v)));
       }
       break;
@@ -133,8 +137,6 @@ export function tensorFromProto(t: TensorProto, file: string): ConstTensor {
     case DataType.UINT8:
     case DataType.BOOL: {
       if (view) {
-        const item = [DataType.INT32, DataType.UINT32].includes(dt) ? 4 : [DataType.INT16, DataType.UINT16].includes(dt) ? 2 : 1;
-        check(view.byteLength / item);
         for (let i = 0; i < size; i++) {
           ints[i] =
             dt === DataType.INT32 ? view.getInt32(i * 4, true)
@@ -145,7 +147,6 @@ export function tensorFromProto(t: TensorProto, file: string): ConstTensor {
             : view.getUint8(i);
         }
       } else {
-        check(t.int32Data?.length ?? 0);
         (t.int32Data ?? []).forEach((v, i) => (ints[i] = v));
       }
       break;

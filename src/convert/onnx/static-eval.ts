@@ -4,6 +4,7 @@ import {
   type ConstTensor,
   type Dim,
   binaryConst,
+  broadcastShapes,
   concatConst,
   floatTensor,
   gatherConst,
@@ -18,6 +19,8 @@ import {
 import type { ConvertContext } from './context.ts';
 
 /** Ops this module can fold (when every input is constant). */
+const sizeOfConst = (t: ConstTensor): number => t.shape.reduce<number>((p, d) => p * (d ?? 1), 1);
+
 export const FOLDABLE_OPS = new Set([
   'Constant', 'Identity', 'Dropout', 'Shape', 'Gather', 'Unsqueeze', 'Squeeze', 'Concat', 'Cast',
   'Reshape', 'Flatten', 'Transpose', 'Add', 'Sub', 'Mul', 'Div', 'Slice', 'Neg',
@@ -161,8 +164,12 @@ export function evalConstNode(ctx: ConvertContext, inputs: (ConstTensor | undefi
         : op === 'Sub' ? (p: number, q: number) => p - q
         : op === 'Mul' ? (p: number, q: number) => p * q
         : (p: number, q: number) => (isInt ? Math.trunc(p / q) : p / q);
-      const out = binaryConst(a, b, f);
-      if (!out) throw ctx.error(`shapes [${a.shape}] and [${b.shape}] do not broadcast`);
+      const shape = broadcastShapes(a.shape, b.shape);
+      if (!shape) throw ctx.error(`shapes [${a.shape}] and [${b.shape}] do not broadcast`);
+      // Folding is for shape arithmetic and small constants: a broadcast far bigger than both inputs is damage.
+      const n = shape.reduce<number>((p, d) => p * (d ?? 1), 1);
+      if (n > Math.max(sizeOfConst(a), sizeOfConst(b), 1 << 20)) throw ctx.error(`broadcasting [${a.shape}] with [${b.shape}] gives ${n} values`);
+      const out = binaryConst(a, b, f)!;
       return [out];
     }
     case 'Neg': {
