@@ -245,7 +245,7 @@ const image: FuzzFormat = {
     const { decodeImage } = await import('../../src/data/decode.ts');
     const infer = await import('../../src/infer/image.ts');
     await decodeImage(fs.readFileSync(input), input, 112);
-    await infer.decodeImage(input);
+    await infer.readImage(input);
   },
 };
 
