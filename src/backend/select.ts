@@ -1,20 +1,23 @@
 // Picks the fastest TensorFlow.js backend that is present and reports it once on stderr.
-// Training: tensorflow (tfjs-node-gpu / tfjs-node, optional installs) > ort (wasm + onnxruntime convs) > wasm > cpu.
-// Inference: tensorflow > wasm > ort > cpu (onnxruntime's per-call cost loses on single images).
+// Training: tensorflow (tfjs-node-gpu / tfjs-node, optional installs) > webgpu (Dawn, a hardware adapter
+// only) > ort (wasm + onnxruntime convs) > wasm > cpu.
+// Inference: tensorflow > webgpu > wasm > ort > cpu (onnxruntime's per-call cost loses on single images).
+// A software WebGPU adapter (SwiftShader, lavapipe) only when asked for by name: it is slower than wasm.
 // ort-cpu (cpu + onnxruntime convs, no 4 GB heap) only when asked for by name.
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { registerWasmGradientKernels } from './wasm-grad.ts';
 import { registerOrtBackend } from './ort-backend.ts';
+import { describeAdapter, setupWebgpu, webgpuUnavailable } from './webgpu.ts';
 
-export type BackendName = 'tensorflow' | 'ort' | 'wasm' | 'cpu' | 'ort-cpu';
+export type BackendName = 'tensorflow' | 'webgpu' | 'ort' | 'wasm' | 'cpu' | 'ort-cpu';
 /** Every backend name, in training preference order. */
-export const BACKEND_ORDER: readonly BackendName[] = ['tensorflow', 'ort', 'wasm', 'cpu', 'ort-cpu'];
+export const BACKEND_ORDER: readonly BackendName[] = ['tensorflow', 'webgpu', 'ort', 'wasm', 'cpu', 'ort-cpu'];
 export type Workload = 'train' | 'infer';
 const AUTO_ORDER: Record<Workload, readonly BackendName[]> = {
-  train: ['tensorflow', 'ort', 'wasm', 'cpu'],
-  infer: ['tensorflow', 'wasm', 'ort', 'cpu'],
+  train: ['tensorflow', 'webgpu', 'ort', 'wasm', 'cpu'],
+  infer: ['tensorflow', 'webgpu', 'wasm', 'ort', 'cpu'],
 };
 
 const require = createRequire(import.meta.url);
@@ -63,6 +66,14 @@ export async function initBackend(
       const pkg = await tryTensorflow();
       if (!pkg) continue;
       detail = pkg;
+    } else if (name === 'webgpu') {
+      const probe = await setupWebgpu();
+      if (!probe.ok) {
+        if (want) throw webgpuUnavailable(probe.missing);
+        continue;
+      }
+      if (!want && probe.adapter.software) continue;
+      detail = describeAdapter(probe.adapter);
     } else if (name === 'wasm') {
       if (!(await setupWasm())) continue;
     } else if (name === 'ort' || name === 'ort-cpu') {
@@ -74,6 +85,7 @@ export async function initBackend(
       await tf.ready();
       return announce(name, detail, opts);
     }
+    if (want === 'webgpu') throw webgpuUnavailable(`the WebGPU device could not be created on ${detail}`);
   }
   throw new Error(
     want

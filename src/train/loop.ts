@@ -147,7 +147,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   let lossCount = 0;
   let finalLoss = NaN;
   const startTime = performance.now();
-  const backendKeepsHostArrays = tf.getBackend() === 'cpu' || tf.getBackend() === 'ort-cpu';
+  // webgpu keeps the host array too, until a kernel first uploads it.
+  const backendKeepsHostArrays = ['cpu', 'ort-cpu', 'webgpu'].includes(tf.getBackend());
   const startStep = pos.step;
 
   let savedAt = resumed ? pos.step : -1;
@@ -160,8 +161,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     await saveCheckpoint(checkpointDir, {
       backbone,
       spec,
-      head: { shape: [numClasses, spec.embeddingSize], data: head.weight.dataSync() as Float32Array },
-      optimizer: opt.getState(),
+      head: { shape: [numClasses, spec.embeddingSize], data: (await head.weight.data()) as Float32Array },
+      optimizer: await opt.readState(),
       position: { ...pos, best: { ...pos.best } },
       config: cfg,
     });
@@ -202,8 +203,9 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
           head.weight,
         ]);
         images.dispose();
-        // The one per-step read: the logged loss, which also catches divergence before any update.
-        const loss = value.dataSync()[0]!;
+        // The one per-step read: the logged loss, which also catches divergence before any update
+        // (awaited: the webgpu backend has no synchronous read in Node).
+        const loss = (await value.data())[0]!;
         value.dispose();
         if (!Number.isFinite(loss)) {
           tf.dispose(Object.values(grads));
