@@ -1,5 +1,5 @@
 // The WebGPU tests run on a real adapter where one is present, and otherwise on the SwiftShader Vulkan
-// driver that Debian's chromium package ships (/usr/lib/chromium): its Vulkan loader is loaded into
+// driver that Debian's chromium-common package ships (/usr/lib/chromium): its Vulkan loader is loaded into
 // this process before Dawn looks for one, and VK_ICD_FILENAMES points the loader at SwiftShader.
 // Child processes get the same through LD_LIBRARY_PATH (webgpuEnv).
 import fs from 'node:fs';
@@ -51,7 +51,7 @@ export function webgpuTestAdapter(): Promise<{ adapter: WebgpuAdapter | null; mi
 /** node:test `skip` value: false where an adapter is present, else why the test cannot run. */
 export async function skipUnlessWebgpu(): Promise<string | false> {
   const { adapter, missing } = await webgpuTestAdapter();
-  return adapter ? false : `no WebGPU adapter (${missing}); apt-get install chromium gives a software one`;
+  return adapter ? false : `no WebGPU adapter (${missing}); apt-get install chromium-common gives a software one (SwiftShader)`;
 }
 
 /** Environment for a child process that should find the same adapter. */
