@@ -10,6 +10,7 @@ import path from 'node:path';
 import { registerWasmGradientKernels } from './wasm-grad.ts';
 import { registerOrtBackend } from './ort-backend.ts';
 import { describeAdapter, setupWebgpu, webgpuUnavailable } from './webgpu.ts';
+import { ArcfaceError } from '../errors.ts';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'ort' | 'wasm' | 'cpu' | 'ort-cpu';
 /** Every backend name, in training preference order. */
@@ -92,6 +93,23 @@ export async function initBackend(
       ? `backend "${want}" is not available${want === 'tensorflow' ? ' (install @tensorflow/tfjs-node or @tensorflow/tfjs-node-gpu)' : ''}`
       : 'no TensorFlow.js backend could be initialised',
   );
+}
+
+/**
+ * Runs `fn` on the wasm backend while webgpu is the active one, then switches back: code that reads
+ * tensors synchronously (face-api's detector calls dataSync) cannot run on webgpu in Node, which has no
+ * synchronous GPU read. On any other backend `fn` just runs. Tensors `fn` returns belong to wasm.
+ */
+export async function withSyncReads<T>(fn: () => Promise<T>): Promise<T> {
+  if (tf.getBackend() !== 'webgpu') return fn();
+  if (!(await setupWasm()) || !(await tf.setBackend('wasm'))) {
+    throw new ArcfaceError('face detection on the webgpu backend runs on wasm, which could not be initialised');
+  }
+  try {
+    return await fn();
+  } finally {
+    await tf.setBackend('webgpu');
+  }
 }
 
 function announce(name: BackendName, detail: string, opts: { quiet?: boolean }): BackendName {
