@@ -194,6 +194,6 @@ test('--backend webgpu without a GPU driver exits 1 naming what is missing', { s
   const r = arcface(['embed', '--model', path.join(tmp, 'absent'), '--no-align', path.join(tmp, 'absent.png'), '--backend', 'webgpu'],
     { LD_LIBRARY_PATH: '', VK_ICD_FILENAMES: path.join(tmp, 'no-such-icd.json') });
   assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stderr, /arcface: error: backend "webgpu" is not available: (no Vulkan loader \(libvulkan\.so\.1\)|no WebGPU adapter)/);
+  assert.match(r.stderr, /arcface: error: backend "webgpu" is not available: (no Vulkan loader \(libvulkan\.so\.1\)|no Vulkan driver registered|no WebGPU adapter)/);
   assert.equal(r.stderr.split('\n').filter((l) => l.startsWith('arcface: error')).length, 1);
 });

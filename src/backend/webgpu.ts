@@ -2,7 +2,9 @@
 // `navigator.gpu`; @tensorflow/tfjs-backend-webgpu runs on the adapter it returns. Both packages are
 // optional dependencies, loaded only when this backend is tried.
 import * as tf from '@tensorflow/tfjs';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { ArcfaceError } from '../errors.ts';
 
 /** The adapter tfjs runs on, as WebGPU describes it. */
@@ -49,8 +51,9 @@ export function describeAdapter(a: WebgpuAdapter): string {
 }
 
 /**
- * On Linux Dawn drives the GPU through the Vulkan loader; without one it prints a native warning and
- * finds nothing. Asking the dynamic loader first keeps that quiet and names what is missing.
+ * On Linux Dawn drives the GPU through the Vulkan loader; without it, or without a driver for it to
+ * load, Dawn prints native warnings and finds nothing. Checking both first keeps that quiet (auto
+ * selection tries webgpu on every machine) and names what is missing.
  * (process.dlopen of a library that is not a Node addon fails with "did not self-register" after
  * loading it: that failure means the library is there.)
  */
@@ -59,10 +62,29 @@ function vulkanLoaderMissing(): string | null {
   try {
     process.dlopen({ exports: {} }, 'libvulkan.so.1', os.constants.dlopen.RTLD_LAZY);
   } catch (e) {
-    if (/did not self-register/i.test((e as Error).message)) return null;
-    return 'no Vulkan loader (libvulkan.so.1): install the GPU\'s Vulkan driver (e.g. libvulkan1 with the NVIDIA driver or mesa-vulkan-drivers)';
+    if (!/did not self-register/i.test((e as Error).message)) {
+      return 'no Vulkan loader (libvulkan.so.1): install the GPU\'s Vulkan driver (e.g. libvulkan1 with the NVIDIA driver or mesa-vulkan-drivers)';
+    }
   }
-  return null;
+  return vulkanDriverListed() ? null : 'no Vulkan driver registered (no ICD file in */vulkan/icd.d, and VK_ICD_FILENAMES unset): install the GPU\'s Vulkan driver';
+}
+
+/** Where the Vulkan loader looks for driver manifests (its documented search path), or an override. */
+function vulkanDriverListed(): boolean {
+  if (process.env.VK_ICD_FILENAMES || process.env.VK_DRIVER_FILES || process.env.VK_ADD_DRIVER_FILES) return true;
+  const env = (k: string, d: string) => (process.env[k] || d).split(':').filter(Boolean);
+  const home = os.homedir();
+  const roots = [
+    ...env('XDG_CONFIG_DIRS', '/etc/xdg'), '/etc', path.join(home, '.config'),
+    ...env('XDG_DATA_DIRS', '/usr/local/share:/usr/share'), path.join(home, '.local/share'),
+  ];
+  return roots.some((r) => {
+    try {
+      return fs.readdirSync(path.join(r, 'vulkan', 'icd.d')).some((f) => f.endsWith('.json'));
+    } catch {
+      return false;
+    }
+  });
 }
 
 async function probe(): Promise<Probe> {
