@@ -1,5 +1,5 @@
 // Forward (inference) throughput of the backbones on every backend present, one JSON line per config.
-//   node --import tsx bench/forward.ts [--models r18,r50,r100,mbf] [--batches 1,8] [--backends ort,wasm,cpu]
+//   node --import tsx bench/forward.ts [--models r18,r50,r100,mbf] [--batches 1,8] [--backends ort,wasm,cpu,webgpu]
 //        [--onnx] [--onnx-variants plain,ortcpu] [--no-predict] [--no-compiled] [--budget 120] [--seconds 3]
 // Engines:
 //   tfjs-<backend>           model.predict, one tfjs kernel per layer (a row whose single pass would take
@@ -21,6 +21,7 @@ import { initBackend } from '../src/backend/select.ts';
 import { backendCaps } from '../src/backend/caps.ts';
 import { compileForInference } from '../src/ort/infer.ts';
 import { exportOnnx } from '../src/onnx/export.ts';
+import { describeAdapter, webgpuAdapter } from '../src/backend/webgpu.ts';
 import { GMACS_112, arg, emit, peakRssMiB, presentBackends, tf, timeIt } from './common.ts';
 
 const load1 = () => +os.loadavg()[0]!.toFixed(2);
@@ -60,29 +61,35 @@ function figures(network: string, batch: number, medianMs: number) {
   return { imgPerSec: +((batch * 1000) / medianMs).toFixed(2), msPerBatch: +medianMs.toFixed(1), gflops: +(gflop / (medianMs / 1000)).toFixed(1) };
 }
 
+/** One forward pass read back asynchronously (webgpu has no synchronous read in Node). */
+async function predict(model: tf.LayersModel, x: tf.Tensor): Promise<void> {
+  const y = model.predict(x) as tf.Tensor;
+  await y.data();
+  y.dispose();
+}
+
 for (const backend of backends) {
   await initBackend(backend, { quiet: true });
+  const gpu = backend === 'webgpu' ? webgpuAdapter() : null;
   for (const network of models) {
     const model = buildBackbone({ network }, { seed: 1 });
     let secondsPerImage = 0;
     for (const batch of withPredict ? batches : []) {
-      const row = { bench: 'forward', engine: `tfjs-${backend}`, model: network, batch };
+      const row = { bench: 'forward', engine: `tfjs-${backend}`, model: network, batch, ...(gpu ? { adapter: describeAdapter(gpu) } : {}) };
       if (secondsPerImage * batch > budgetS) {
         emit({ ...row, skipped: `one pass would take ~${Math.round(secondsPerImage * batch)} s (> budget ${budgetS} s)`, load1: load1() });
         continue;
       }
       const x = tf.randomUniform([batch, 112, 112, 3], -1, 1);
       const probe = performance.now();
-      tf.tidy(() => (model.predict(x) as tf.Tensor).dataSync());
+      await predict(model, x);
       secondsPerImage = (performance.now() - probe) / 1000 / batch;
       if (secondsPerImage * batch * 4 > budgetS) {
         emit({ ...row, ...figures(network, batch, secondsPerImage * batch * 1000), runs: 1, note: 'single timed pass (slow backend)', peakRssMiB: peakRssMiB(), load1: load1() });
         x.dispose();
         continue;
       }
-      const { medianMs, runs, otherCpu } = await timed(() => {
-        tf.tidy(() => (model.predict(x) as tf.Tensor).dataSync());
-      }, seconds);
+      const { medianMs, runs, otherCpu } = await timed(() => predict(model, x), seconds);
       emit({ ...row, ...figures(network, batch, medianMs), runs, peakRssMiB: peakRssMiB(), otherCpu, load1: load1() });
       x.dispose();
     }

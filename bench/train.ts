@@ -1,5 +1,5 @@
 // Training throughput (samples/s), GFLOP/s and peak RSS per backend and model, one JSON line per row:
-//   node --import tsx bench/train.ts [--models tiny,tiny64,r18,r50,r100,mbf] [--backends ort,wasm,cpu] [--seconds 20]
+//   node --import tsx bench/train.ts [--models tiny,tiny64,r18,r50,r100,mbf] [--backends ort,wasm,cpu,webgpu] [--seconds 20]
 //        [--budget 300] [--profile] [--batch N] [--steps N] [--warmup 4]
 // Default batches: 16 (r18, r50), 8 (r100, the memory row), 32 (mbf), the config's (tiny): the batches of the PyTorch CPU figures they are compared with. --steps N
 // runs exactly N steps and adds `steady`: numTensors and RSS at every tenth of them.
@@ -20,6 +20,7 @@ import { trainStep, type StepParts } from '../src/train/step.ts';
 import { PartialFC } from '../src/losses/partial-fc.ts';
 import { TorchOptimizer } from '../src/train/optimizers.ts';
 import { compiledTimes } from '../src/ort/train.ts';
+import { describeAdapter, webgpuAdapter } from '../src/backend/webgpu.ts';
 import { arg, emit, peakRssMiB, tf } from './common.ts';
 
 interface Row {
@@ -85,14 +86,17 @@ async function child(backend: string, model: string): Promise<void> {
   const images = tf.randomUniform([row.batch, spec.inputSize, spec.inputSize, 3], -1, 1, 'float32', 3) as tf.Tensor4D;
   const labels = Int32Array.from({ length: row.batch }, (_, i) => (i * 37) % numClasses);
   const parts: StepParts = { backbone, head, optimizer: opt, backboneVars: vars, bnUpdates: [] };
-  const step = (): number => trainStep(parts, images, labels, 0.01);
+  // The loss is read as the training loop reads it (asynchronously: webgpu has no synchronous read).
+  const step = (): Promise<number> => trainStep(parts, images, labels, 0.01);
   const flopPerImage = 3 * 2 * (forwardMacs(backbone) + spec.embeddingSize * numClasses); // fwd + dX + dW
-  const base = { bench: 'train', engine: `tfjs-${backend}`, model, batch: row.batch, inputSize: spec.inputSize, threads: os.availableParallelism() };
+  const base: Record<string, unknown> = { bench: 'train', engine: `tfjs-${backend}`, model, batch: row.batch, inputSize: spec.inputSize, threads: os.availableParallelism() };
+  const gpu = backend === 'webgpu' ? webgpuAdapter() : null;
+  if (gpu) base.adapter = describeAdapter(gpu);
   const t0 = performance.now();
   // Warm-up (--warmup, default 4 steps): builds the ORT sessions, and lets their memory arenas and the
   // process's pages settle (the first 3-5 compiled steps run up to 2x slower).
   const warmup = Math.max(1, Number(arg('warmup', '4')));
-  for (let i = 0; i < warmup; i++) step();
+  for (let i = 0; i < warmup; i++) await step();
   const warmupS = (performance.now() - t0) / 1000;
   const seconds = Number(arg('seconds', '20'));
   const tensorsBefore = tf.memory().numTensors;
@@ -107,7 +111,7 @@ async function child(backend: string, model: string): Promise<void> {
   const wasmHeap = () => mib((tf.backend() as unknown as { wasm?: { HEAPU8: Uint8Array } }).wasm?.HEAPU8.length ?? 0);
   while (fixedSteps ? times.length < fixedSteps : times.length < 3 || (performance.now() - start < seconds * 1000 && times.length < 200)) {
     const t = performance.now();
-    loss = step();
+    loss = await step();
     times.push(performance.now() - t);
     if (fixedSteps && (times.length === 1 || times.length % Math.max(1, Math.floor(fixedSteps / 10)) === 0)) {
       const m = process.memoryUsage();
@@ -132,8 +136,8 @@ async function child(backend: string, model: string): Promise<void> {
   if (process.argv.includes('--profile')) {
     const before = { ...compiledTimes };
     const t = performance.now();
-    const info = await tf.profile(() => {
-      step();
+    const info = await tf.profile(async () => {
+      await step();
     });
     out.profileStepMs = +(performance.now() - t).toFixed(0);
     const fwd = compiledTimes.forwardMs - before.forwardMs;

@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, BACKEND_ORDER } from '../src/backend/select.ts';
+import { setupWebgpu } from '../src/backend/webgpu.ts';
 import { REPO_ROOT, sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
 
 const require = createRequire(import.meta.url);
@@ -19,12 +20,17 @@ const hasTfjsNode = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'].some(
   }
 });
 
+// A hardware WebGPU adapter (not SwiftShader/lavapipe) comes right after tensorflow in auto.
+const gpu = await setupWebgpu();
+const hardwareGpu = gpu.ok && !gpu.adapter.software;
+
 test('explicit names select that backend; unknown names and absent native bindings are errors', async () => {
   assert.equal(await initBackend('cpu', { quiet: true }), 'cpu');
   assert.equal(tf.getBackend(), 'cpu');
   assert.equal(await initBackend('wasm', { quiet: true }), 'wasm');
   assert.equal(tf.getBackend(), 'wasm');
-  await assert.rejects(initBackend('webgpu', { quiet: true }), /unknown backend "webgpu": choose one of tensorflow, /);
+  await assert.rejects(initBackend('gpu', { quiet: true }), /unknown backend "gpu": choose one of tensorflow, webgpu, /);
+  if (!gpu.ok) await assert.rejects(initBackend('webgpu', { quiet: true }), /backend "webgpu" is not available: /);
   if (!hasTfjsNode) {
     await assert.rejects(initBackend('tensorflow', { quiet: true }), /backend "tensorflow" is not available \(install @tensorflow\/tfjs-node/);
   }
@@ -34,10 +40,10 @@ test('explicit names select that backend; unknown names and absent native bindin
 
 test('auto picks the best present backend per workload (never the slow cpu one when wasm loads)', async () => {
   const infer = await initBackend('auto', { quiet: true });
-  assert.equal(infer, hasTfjsNode ? 'tensorflow' : 'wasm');
+  assert.equal(infer, hasTfjsNode ? 'tensorflow' : hardwareGpu ? 'webgpu' : 'wasm');
   assert.equal(tf.getBackend(), infer);
   const trainer = await initBackend('auto', { quiet: true, workload: 'train' });
-  assert.equal(trainer, hasTfjsNode ? 'tensorflow' : 'ort');
+  assert.equal(trainer, hasTfjsNode ? 'tensorflow' : hardwareGpu ? 'webgpu' : 'ort');
   assert.equal(tf.getBackend(), trainer);
 });
 

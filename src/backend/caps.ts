@@ -10,6 +10,11 @@ export interface BackendCaps {
    * tensor data need no copy.
    */
   hostArrays: boolean;
+  /**
+   * tf.tensor keeps the caller's buffer instead of copying it (the host-array backends, and webgpu until a
+   * kernel first uploads it): the loader must not reuse a batch buffer it handed over.
+   */
+  adoptsHostBuffers: boolean;
 }
 
 /** The capabilities of backend `name` (default the active one); unknown names have none. */
@@ -17,5 +22,6 @@ export function backendCaps(name: string = tf.getBackend()): BackendCaps {
   return {
     ortEngine: name === 'ort' || name === 'ort-cpu',
     hostArrays: name === 'cpu' || name === 'ort-cpu',
+    adoptsHostBuffers: name === 'cpu' || name === 'ort-cpu' || name === 'webgpu',
   };
 }

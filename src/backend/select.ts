@@ -1,21 +1,24 @@
 // Picks the fastest TensorFlow.js backend that is present and reports it once on stderr.
-// Training: tensorflow (tfjs-node-gpu / tfjs-node, optional installs) > ort (wasm + onnxruntime: compiled
-// training graphs) > wasm > cpu. Inference: tensorflow > wasm > ort > cpu; on ort, embedding and evaluation
-// run the backbone as one compiled onnxruntime graph (src/ort/infer.ts).
-// ort-cpu (cpu + onnxruntime, no 4 GB heap) only when asked for by name.
+// Training: tensorflow (tfjs-node-gpu / tfjs-node, optional installs) > webgpu (Dawn, a hardware adapter
+// only) > ort (wasm + onnxruntime: compiled training graphs) > wasm > cpu. Inference: tensorflow > webgpu >
+// wasm > ort > cpu; on ort, embedding and evaluation run the backbone as one compiled onnxruntime graph
+// (src/ort/infer.ts). A software WebGPU adapter (SwiftShader, lavapipe) only when asked for by name: it is
+// slower than wasm. ort-cpu (cpu + onnxruntime, no 4 GB heap) only when asked for by name.
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { registerWasmGradientKernels } from './wasm-grad.ts';
 import { registerOrtBackend } from './ort-backend.ts';
+import { describeAdapter, setupWebgpu, webgpuUnavailable } from './webgpu.ts';
+import { ArcfaceError } from '../errors.ts';
 
-export type BackendName = 'tensorflow' | 'ort' | 'wasm' | 'cpu' | 'ort-cpu';
+export type BackendName = 'tensorflow' | 'webgpu' | 'ort' | 'wasm' | 'cpu' | 'ort-cpu';
 /** Every backend name, in training preference order. */
-export const BACKEND_ORDER: readonly BackendName[] = ['tensorflow', 'ort', 'wasm', 'cpu', 'ort-cpu'];
+export const BACKEND_ORDER: readonly BackendName[] = ['tensorflow', 'webgpu', 'ort', 'wasm', 'cpu', 'ort-cpu'];
 export type Workload = 'train' | 'infer';
 const AUTO_ORDER: Record<Workload, readonly BackendName[]> = {
-  train: ['tensorflow', 'ort', 'wasm', 'cpu'],
-  infer: ['tensorflow', 'wasm', 'ort', 'cpu'],
+  train: ['tensorflow', 'webgpu', 'ort', 'wasm', 'cpu'],
+  infer: ['tensorflow', 'webgpu', 'wasm', 'ort', 'cpu'],
 };
 
 const require = createRequire(import.meta.url);
@@ -64,6 +67,14 @@ export async function initBackend(
       const pkg = await tryTensorflow();
       if (!pkg) continue;
       detail = pkg;
+    } else if (name === 'webgpu') {
+      const probe = await setupWebgpu();
+      if (!probe.ok) {
+        if (want) throw webgpuUnavailable(probe.missing);
+        continue;
+      }
+      if (!want && probe.adapter.software) continue;
+      detail = describeAdapter(probe.adapter);
     } else if (name === 'wasm') {
       if (!(await setupWasm())) continue;
     } else if (name === 'ort' || name === 'ort-cpu') {
@@ -75,12 +86,30 @@ export async function initBackend(
       await tf.ready();
       return announce(name, detail, opts);
     }
+    if (want === 'webgpu') throw webgpuUnavailable(`the WebGPU device could not be created on ${detail}`);
   }
   throw new Error(
     want
       ? `backend "${want}" is not available${want === 'tensorflow' ? ' (install @tensorflow/tfjs-node or @tensorflow/tfjs-node-gpu)' : ''}`
       : 'no TensorFlow.js backend could be initialised',
   );
+}
+
+/**
+ * Runs `fn` on the wasm backend while webgpu is the active one, then switches back: code that reads
+ * tensors synchronously (face-api's detector calls dataSync) cannot run on webgpu in Node, which has no
+ * synchronous GPU read. On any other backend `fn` just runs. Tensors `fn` returns belong to wasm.
+ */
+export async function withSyncReads<T>(fn: () => Promise<T>): Promise<T> {
+  if (tf.getBackend() !== 'webgpu') return fn();
+  if (!(await setupWasm()) || !(await tf.setBackend('wasm'))) {
+    throw new ArcfaceError('face detection on the webgpu backend runs on wasm, which could not be initialised');
+  }
+  try {
+    return await fn();
+  } finally {
+    await tf.setBackend('webgpu');
+  }
 }
 
 function announce(name: BackendName, detail: string, opts: { quiet?: boolean }): BackendName {

@@ -14,7 +14,7 @@ export async function main(argv: string[]): Promise<void> {
     .usage('$0 <command> [options]')
     .option('backend', {
       type: 'string',
-      describe: 'TensorFlow.js backend: auto | tensorflow | ort | wasm | cpu | ort-cpu (env ARCFACE_BACKEND)',
+      describe: 'TensorFlow.js backend: auto | tensorflow | webgpu | ort | wasm | cpu | ort-cpu (env ARCFACE_BACKEND)',
       global: true,
     })
     .strict()

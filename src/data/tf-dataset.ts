@@ -23,7 +23,7 @@ export function loaderDataset(loader: DataLoader, opts: { epoch?: number; startB
         const t = { images: tf.tensor4d(b.images, [b.size, s, s, 3], 'float32'), labels: tf.tensor1d(b.labels, 'int32') };
         // The wasm (and tfjs-node) backends copy the values into their own memory; the cpu backends keep
         // a reference, so only there must the buffers not be reused.
-        if (!backendCaps().hostArrays) b.release();
+        if (!backendCaps().adoptsHostBuffers) b.release();
         yield t as TensorBatch;
       }
     }

@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { Landmarks5, Point } from './align.ts';
 import type { RgbImage } from './image.ts';
+import { withSyncReads } from '../backend/select.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -88,10 +89,15 @@ export function loadDetector(): Promise<FaceApi> {
 }
 
 /**
- * Every face in `img` with its five landmarks, best score first. Runs on the active tfjs backend;
- * use wasm (the cpu backend takes ~20 s per image for the SSD).
+ * Every face in `img` with its five landmarks, best score first. Runs on the active tfjs backend (wasm
+ * in place of webgpu); use wasm (the cpu backend takes ~20 s per image for the SSD).
  */
 export async function detectFaces(img: RgbImage, opts: DetectOptions = {}): Promise<DetectedFace[]> {
+  // face-api reads its tensors synchronously: on webgpu it runs on wasm (src/backend/select.ts).
+  return withSyncReads(() => detectOnActiveBackend(img, opts));
+}
+
+async function detectOnActiveBackend(img: RgbImage, opts: DetectOptions): Promise<DetectedFace[]> {
   const api = await loadDetector();
   const input = tf.tensor3d(Int32Array.from(img.data), [img.height, img.width, 3], 'int32');
   try {

@@ -173,7 +173,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   let lossCount = 0;
   let finalLoss = NaN;
   const startTime = performance.now();
-  const backendKeepsHostArrays = backendCaps().hostArrays;
+  const backendKeepsHostArrays = backendCaps().adoptsHostBuffers;
   const startStep = pos.step;
 
   let savedAt = resumed ? pos.step : -1;
@@ -186,8 +186,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     await saveCheckpoint(checkpointDir, {
       backbone,
       spec,
-      head: { shape: [numClasses, spec.embeddingSize], data: head.weight.dataSync() as Float32Array },
-      optimizer: opt.getState(),
+      head: { shape: [numClasses, spec.embeddingSize], data: (await head.weight.data()) as Float32Array },
+      optimizer: await opt.readState(),
       position: { ...pos, best: { ...pos.best } },
       config: cfg,
     });
@@ -232,7 +232,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
         if (!backendKeepsHostArrays) batch.release();
         let loss: number;
         try {
-          loss = trainStep(stepParts, images, batch.labels, sched.lr);
+          loss = await trainStep(stepParts, images, batch.labels, sched.lr);
         } finally {
           images.dispose();
         }

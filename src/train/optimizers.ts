@@ -206,6 +206,17 @@ export class TorchOptimizer {
     };
   }
 
+  /** `getState` for backends that can only read asynchronously (webgpu in Node); the same values. */
+  async readState(): Promise<OptimizerState> {
+    const params: ParamState[] = [];
+    for (const s of this.slots) {
+      const st: ParamState = { group: s.group.name, index: s.index, shape: [...s.variable.shape], step: s.step };
+      for (const [k, t] of s.buffers) (st as unknown as Record<string, Float32Array>)[k] = (await t.data()) as Float32Array;
+      params.push(st);
+    }
+    return { kind: this.kind, step: this.steps, params };
+  }
+
   /** Restores a state from `getState` exactly; errors if groups, order or shapes differ. */
   setState(state: OptimizerState): void {
     if (state.kind !== this.kind) throw new ArcfaceError(`optimizer state is for ${state.kind}, this optimizer is ${this.kind}`);

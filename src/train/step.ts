@@ -20,16 +20,17 @@ export interface StepParts {
 }
 
 /**
- * Runs one step on a batch and returns its loss: the one GPU->CPU read per step. A loss that is not
+ * Runs one step on a batch and resolves to its loss: the one GPU->CPU read per step. A loss that is not
  * finite updates nothing (weights, BatchNorm statistics and accumulated gradients stay as they were),
  * so the caller can stop with the last good state intact.
  */
-export function trainStep(p: StepParts, images: tf.Tensor4D, labels: Int32Array, lr: number): number {
+export async function trainStep(p: StepParts, images: tf.Tensor4D, labels: Int32Array, lr: number): Promise<number> {
   const { value, grads } = tf.variableGrads(
     () => p.head.loss(trainForward(p.backbone, images, p.bnUpdates, { freezeBatchNorm: p.freezeBatchNorm }) as tf.Tensor2D, labels),
     [...p.backboneVars, p.head.weight],
   );
-  const loss = value.dataSync()[0]!;
+  // Awaited: the webgpu backend has no synchronous read in Node.
+  const loss = (await value.data())[0]!;
   value.dispose();
   if (!Number.isFinite(loss)) {
     tf.dispose(Object.values(grads));
