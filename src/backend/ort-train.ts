@@ -42,7 +42,7 @@ const cache = new WeakMap<tf.LayersModel, Map<string, Compiled | UnsupportedLaye
 export const COMPILED_TRAINING_BACKENDS = ['ort', 'ort-cpu'];
 
 export function compiledTrainingEnabled(): boolean {
-  return process.env.ARCFACE_COMPILED !== '0' && COMPILED_TRAINING_BACKENDS.includes(tf.getBackend()) && ortAvailable();
+  return COMPILED_TRAINING_BACKENDS.includes(tf.getBackend()) && process.env.ARCFACE_COMPILED !== '0' && ortAvailable();
 }
 
 function compiled(model: tf.LayersModel, batch: number, frozen: boolean): Compiled | UnsupportedLayerError {

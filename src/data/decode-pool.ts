@@ -13,9 +13,10 @@ interface Pending {
   worker: number;
 }
 
-const WORKER_URL = new URL('./decode-worker.ts', import.meta.url);
+// Compiled (dist/*.js) the pool starts the compiled worker; run from source (tsx) the TypeScript one.
+const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './decode-worker.ts' : './decode-worker.js', import.meta.url);
 
-/** Starts a worker running TypeScript: registers tsx's loader inside the thread, then imports the module. */
+/** Starts a worker; for TypeScript it registers tsx's loader inside the thread, then imports the module. */
 function spawn(): Worker {
   if (WORKER_URL.pathname.endsWith('.js')) return new Worker(WORKER_URL);
   const tsx = import.meta.resolve('tsx/esm/api');

@@ -19,12 +19,17 @@ import { loadCheckpoint, saveCheckpoint, type TrainPosition } from './checkpoint
 import { copyMatchingWeights } from './init.ts';
 import { loadBackbone, type LoadedBackbone } from '../convert/load-backbone.ts';
 import { ProgressLog } from './progress.ts';
+import type { TrainProgress } from './fit.ts';
 
 export interface TrainOptions {
   /** A run or checkpoint directory to continue from. */
   resume?: string;
   /** Print progress on stderr (default: when stderr is a TTY, a live line; otherwise plain log lines). */
   quiet?: boolean;
+  /** Called after every optimiser step. */
+  onProgress?: (p: TrainProgress) => void;
+  /** Aborting stops after the current step; the run then verifies, checkpoints, saves and resolves (`stopped`). */
+  signal?: AbortSignal;
 }
 
 export interface TrainResult {
@@ -36,6 +41,8 @@ export interface TrainResult {
   verification: Record<string, { accuracy: number; std: number; xnorm: number }>;
   best: Record<string, number>;
   modelDir: string;
+  /** True when `signal` stopped the run before its last step. */
+  stopped: boolean;
 }
 
 function resolveValTargets(cfg: TrainConfig): string[] {
@@ -191,9 +198,14 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
     }
   };
 
+  let stopped = false;
   try {
-    for (let epoch = pos.epoch; epoch < cfg.num_epoch && pos.step < lastStep; epoch++) {
+    epochs: for (let epoch = pos.epoch; epoch < cfg.num_epoch && pos.step < lastStep; epoch++) {
       for await (const batch of loader.batches(epoch, { startBatch: epoch === pos.epoch ? pos.batch : 0 })) {
+        if (opts.signal?.aborted) {
+          stopped = true;
+          break epochs;
+        }
         const images = tf.tensor4d(batch.images, [batch.size, side, side, 3]);
         // Backends with their own memory (wasm, tensorflow) copied the pixels: the loader may reuse the buffer.
         if (!backendKeepsHostArrays) batch.release();
@@ -226,6 +238,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
           opt.step(grads, sched.lr);
         }
         tf.dispose(Object.values(grads));
+        const stepLr = sched.lr;
         sched.step();
         pos.epoch = epoch;
         pos.batch = batch.index + 1;
@@ -237,6 +250,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
         lossCount++;
         finalLoss = loss;
         log.progress({ step: pos.step, epoch, loss, lr: sched.lr });
+        opts.onProgress?.({ step: pos.step, totalSteps: lastStep, epoch, loss, lr: stepLr });
         if (pos.step % cfg.frequent === 0) {
           log.event({ type: 'train', step: pos.step, epoch, loss: lossSum / lossCount, lr: sched.lr, numTensors: tf.memory().numTensors, ...log.speed() });
           lossSum = 0;
@@ -261,6 +275,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
       verification,
       best: pos.best,
       modelDir,
+      stopped,
     };
     log.event({ type: 'end', ...result });
     return result;
