@@ -107,7 +107,9 @@ export class DecodePool {
     if (!p) return;
     this.pending.delete(m.id);
     // An idle pool must not keep the process alive if the caller forgets close().
-    if (--this.load[w] === 0) this.workers[w].unref();
+    // Not once close() has ref'd it to wait for its exit: replies queued behind a long synchronous step
+    // arrive after close() began, and an unref here would let the loop run dry (exit code 13).
+    if (--this.load[w] === 0 && !this.closed) this.workers[w].unref();
     if (m.type === 'done') p.resolve(m.notes);
     else p.reject(m.arcface ? new ArcfaceError(m.message) : new Error(m.message));
   }
