@@ -8,7 +8,7 @@ import { applyBatchNormUpdates, trainForward, trainableVariables, type BatchNorm
 import { PolynomialLRWarmup } from './lr-schedule.ts';
 import { TorchOptimizer, type OptimizerKind } from './optimizers.ts';
 
-/** What `onProgress` receives after every optimiser step (of `train()` and `fit()`). */
+/** What `onProgress` receives after every training iteration (of `train()` and `fit()`). */
 export interface TrainProgress {
   /** Steps done so far (1 after the first). */
   step: number;

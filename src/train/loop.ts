@@ -26,7 +26,7 @@ export interface TrainOptions {
   resume?: string;
   /** Print progress on stderr (default: when stderr is a TTY, a live line; otherwise plain log lines). */
   quiet?: boolean;
-  /** Called after every optimiser step. */
+  /** Called after every iteration (each batch; with gradient_acc > 1 the optimiser steps every few). */
   onProgress?: (p: TrainProgress) => void;
   /** Aborting stops after the current step; the run then verifies, checkpoints, saves and resolves (`stopped`). */
   signal?: AbortSignal;
