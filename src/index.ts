@@ -1,22 +1,27 @@
-// arcface-ts public API. Importing it also registers the GroupedConv2D layer that MobileFaceNet models need.
+// arcface-ts public API for Node (the browser-safe subset is `arcface-ts/browser`, src/browser.ts).
+// Importing it also registers the GroupedConv2D layer that MobileFaceNet models need.
+export * from './browser.ts';
 export { initBackend, BACKEND_ORDER, type BackendName } from './backend/select.ts';
-export { buildBackbone, resolveSpec, NETWORKS, type BackboneSpec } from './models/factory.ts';
-export { iresnet, IRESNET_LAYERS, type IResNetOptions } from './models/iresnet.ts';
-export { mobileFaceNet, type MobileFaceNetOptions } from './models/mobilefacenet.ts';
-export { GroupedConv2D } from './models/grouped-conv.ts';
-export { countParameters } from './models/params.ts';
-export { saveModel, loadModel, specOf } from './models/io.ts';
-export { importTorch } from './convert/import-torch.ts';
-export { loadBackbone } from './convert/load-backbone.ts';
-export { loadStateDict, toStateDict } from './convert/torch-mapping.ts';
-export { importOnnx } from './convert/onnx/index.ts';
-export { exportOnnx, writeOnnx } from './onnx/export.ts';
+export { saveModel, loadModel } from './models/io.ts';
+export { loadBackbone, type LoadedBackbone } from './convert/load-backbone.ts';
+export { writeOnnx } from './onnx/export.ts';
 export { readTorchStateDict, writeTorchStateDict } from './formats/torch.ts';
-export { CombinedMarginLoss } from './losses/margin.ts';
-export { PartialFC } from './losses/partial-fc.ts';
-export { evaluateVerification } from './eval/verification.ts';
-export { evaluateModel, prepareVerificationSet } from './eval/evaluate-bin.ts';
+export { evaluateModel, prepareVerificationSet, type PreparedSet, type SetEvaluation, type EvaluateOptions } from './eval/evaluate-bin.ts';
 export { loadConfig, type TrainConfig } from './train/config.ts';
-export { train } from './train/loop.ts';
+export { train, type TrainOptions, type TrainResult } from './train/loop.ts';
+export { readBin, writeBin } from './data/bin-set.ts';
+export { RecordIOReader, RecordIOWriter, readIdx, writeIdx, iterateRecords } from './data/recordio.ts';
+export { PackWriter, type PackLayout } from './data/pack-writer.ts';
+export { packFolder } from './data/pack-folder.ts';
 export * as data from './data/index.ts';
-export { ArcfaceError } from './errors.ts';
+// Inference: detect, align, embed, compare.
+export { initInferBackend } from './infer/backend.ts';
+export { readImage, resizeImage } from './infer/image.ts';
+export { detectFaces, type DetectedFace, type DetectOptions } from './infer/detect.ts';
+export { loadEmbedder } from './infer/load-embedder.ts';
+export type { Embedder, ModelFormat } from './infer/embedder.ts';
+export { embedFile, embedFiles, embedCrops, prepareFace, NoFaceError, type EmbedOptions, type EmbedResult, type PreparedFace } from './infer/embed.ts';
+export { alignPhotos, type AlignOptions, type AlignReport, type AlignRecord } from './infer/align-photos.ts';
+export { readCard, writeCard, defaultCard, decisionThreshold, pickThreshold, type ModelCard, type CalibratedThreshold } from './infer/card.ts';
+export { listGallery, readGallery, searchGallery, type GalleryEntry, type SearchMatch } from './infer/search.ts';
+export { pairsFromFolder, drawPairs } from './data/pairs.ts';

@@ -3,10 +3,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { commands } from '../src/cli/commands.ts';
+import { commands, requestedCommand } from '../src/cli/commands.ts';
 import { REPO_ROOT } from './helpers/fixtures.ts';
 
-const run = (args: string[]) => spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'arcface.js'), ...args], { cwd: REPO_ROOT, encoding: 'utf8' });
+// From source (the compiled bin/arcface.js is tested in package.test.ts).
+const run = (args: string[]) =>
+  spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'src', 'cli', 'main.ts'), ...args], { cwd: REPO_ROOT, encoding: 'utf8' });
 
 test('arcface --help lists every command', () => {
   const r = run(['--help']);
@@ -24,4 +26,19 @@ test('an unknown command or option is an error with exit code 1', () => {
   const o = run(['import', '--form', 'x.pth', '--out', 'y']);
   assert.equal(o.status, 1);
   assert.match(o.stderr, /Unknown argument|Missing required argument: from/);
+});
+
+test('the lazy command table repeats each module\'s name and description', async () => {
+  for (const c of commands) {
+    const m = await c.load();
+    assert.equal(m.command, c.command);
+    assert.equal(m.describe, c.describe);
+  }
+});
+
+test('requestedCommand finds the sub-command past global options', () => {
+  assert.equal(requestedCommand(['--backend', 'cpu', 'eval', '--bin', 'x.bin'])?.command, 'eval');
+  assert.equal(requestedCommand(['--backend=cpu', 'pack', 'folder'])?.command, 'pack <folder>');
+  assert.equal(requestedCommand(['--help']), undefined);
+  assert.equal(requestedCommand(['trian']), undefined);
 });

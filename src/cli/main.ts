@@ -1,7 +1,7 @@
 // The `arcface` command: one yargs program over every sub-command.
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { commands } from './commands.ts';
+import { commands, requestedCommand } from './commands.ts';
 import { ArcfaceError } from '../errors.ts';
 import { inCliTerms } from './flags.ts';
 
@@ -27,7 +27,11 @@ export async function main(argv: string[]): Promise<void> {
       if (err) throw err;
       throw new UsageError(`${y.help()}\n\n${msg}`);
     });
-  for (const c of commands) cli = cli.command(c);
+  // Only the command that runs is loaded; the others are listed by name and description.
+  const wanted = requestedCommand(argv);
+  for (const c of commands) {
+    cli = cli.command(c === wanted ? await c.load() : { command: c.command, describe: c.describe, handler: () => {} });
+  }
   await cli.parseAsync();
 }
 

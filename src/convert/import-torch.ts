@@ -1,7 +1,7 @@
 // insightface `.pth` -> tfjs backbone: read the torch file, work out (or take) the network, build it,
 // fill its weights. Every failure names the file.
 import type * as tf from '@tensorflow/tfjs';
-import { readTorchStateDict, TorchFormatError } from '../formats/torch.ts';
+import { parseTorchStateDict, readTorchStateDict, TorchFormatError } from '../formats/torch.ts';
 import { buildBackbone, resolveSpec, type BackboneSpec } from '../models/factory.ts';
 import { ArcfaceError } from '../errors.ts';
 import { inferSpec } from './infer-spec.ts';
@@ -12,12 +12,16 @@ export interface ImportTorchOptions {
   network?: string;
   embeddingSize?: number;
   inputSize?: number;
+  /** Names bytes in error messages. */
+  label?: string;
 }
 
-export function importTorch(file: string, opts: ImportTorchOptions = {}): { model: tf.LayersModel; spec: BackboneSpec } {
+/** A backbone from a torch.save file (path) or its bytes (names `opts.label` in errors). */
+export function importTorch(fileOrBytes: string | Uint8Array, opts: ImportTorchOptions = {}): { model: tf.LayersModel; spec: BackboneSpec } {
+  const file = typeof fileOrBytes === 'string' ? fileOrBytes : (opts.label ?? '<torch bytes>');
   let sd;
   try {
-    sd = readTorchStateDict(file);
+    sd = typeof fileOrBytes === 'string' ? readTorchStateDict(fileOrBytes) : parseTorchStateDict(fileOrBytes, file);
   } catch (e) {
     if (e instanceof TorchFormatError) throw new ArcfaceError(e.message);
     throw e;

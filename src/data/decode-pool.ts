@@ -2,7 +2,7 @@
 // Each worker opens the source itself (positioned reads of the .rec), so the main thread only hands out
 // slot ranges and never touches pixels.
 import type { Worker } from 'node:worker_threads';
-import { startWorker } from '../util/worker.ts';
+import { siblingModule, startWorker } from '../util/worker.ts';
 import { ArcfaceError } from '../errors.ts';
 import type { WorkerReply, WorkerRequest } from './decode-worker.ts';
 import type { FillOptions, FillTask, SkipNote } from './fill.ts';
@@ -14,7 +14,8 @@ interface Pending {
   worker: number;
 }
 
-const WORKER_URL = new URL('./decode-worker.ts', import.meta.url);
+// Compiled (dist/*.js) the pool starts the compiled worker; run from source (tsx) the TypeScript one.
+const WORKER_URL = siblingModule(import.meta.url, 'decode-worker');
 
 export class DecodePool {
   private readonly workers: Worker[] = [];
@@ -95,7 +96,9 @@ export class DecodePool {
     if (!p) return;
     this.pending.delete(m.id);
     // An idle pool must not keep the process alive if the caller forgets close().
-    if (--this.load[w] === 0) this.workers[w].unref();
+    // Not once close() has ref'd it to wait for its exit: replies queued behind a long synchronous step
+    // arrive after close() began, and an unref here would let the loop run dry (exit code 13).
+    if (--this.load[w] === 0 && !this.closed) this.workers[w].unref();
     if (m.type === 'done') p.resolve(m.notes);
     else p.reject(m.arcface ? new ArcfaceError(m.message, m.file) : new Error(m.message));
   }

@@ -2,12 +2,11 @@
 // storages through persistent ids) plus one raw little-endian file per storage, `<archive>/data/<key>`.
 // Reads float16/bfloat16/float32/float64 and integer storages; writes float32 state dicts that
 // `torch.load` + `load_state_dict(strict=True)` accept.
-import fs from 'node:fs';
-import path from 'node:path';
 import { unzipSync, zipSync, type Zippable } from 'fflate';
 import { ArcfaceError } from '../errors.ts';
 import { PickleGlobal, PyPersistentId, PyReduce, PyTuple, pickle, unpickle } from './pickle.ts';
 import { halfToFloat } from '../util/half.ts';
+import { nodeFs } from '../node-builtins.ts';
 
 export type TorchDType = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
 
@@ -163,10 +162,15 @@ function findStateDict(root: unknown, file: string): Map<string, LazyTensor> {
 export function readTorchStateDict(file: string): Map<string, TorchTensor> {
   let buf: Uint8Array;
   try {
-    buf = fs.readFileSync(file);
+    buf = nodeFs(file).readFileSync(file);
   } catch (e) {
     throw new TorchFormatError(file, `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
+  return parseTorchStateDict(buf, file);
+}
+
+/** Reads every tensor of the bytes of a torch.save file; `file` names it in error messages. */
+export function parseTorchStateDict(buf: Uint8Array, file = '<torch bytes>'): Map<string, TorchTensor> {
   if (buf.length < 4 || buf[0] !== 0x50 || buf[1] !== 0x4b) {
     const legacy = buf[0] === 0x80 ? ' (this looks like the legacy pre-1.6 torch.save format: re-save it with a current PyTorch)' : '';
     throw new TorchFormatError(file, `not a PyTorch zip checkpoint${legacy}`);
@@ -247,7 +251,16 @@ export interface TorchTensorOut {
  * Float32Array -> FloatStorage, BigInt64Array -> LongStorage.
  */
 export function writeTorchStateDict(file: string, tensors: Map<string, TorchTensorOut>): void {
-  const archive = path.basename(file).replace(/\.[^.]*$/, '').replace(/[^A-Za-z0-9_]/g, '_') || 'archive';
+  const fs = nodeFs(file);
+  const archive = file.split(/[\\/]/).pop()!.replace(/\.[^.]*$/, '').replace(/[^A-Za-z0-9_]/g, '_') || 'archive';
+  const zipped = serialiseTorchStateDict(tensors, archive);
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, zipped);
+  fs.renameSync(tmp, file);
+}
+
+/** The bytes of a torch.save zip of `tensors` (what writeTorchStateDict writes), archive folder `archive`. */
+export function serialiseTorchStateDict(tensors: Map<string, TorchTensorOut>, archive = 'archive'): Uint8Array {
   const items = new Map<unknown, unknown>();
   const files: Zippable = {};
   let key = 0;
@@ -267,13 +280,10 @@ export function writeTorchStateDict(file: string, tensors: Map<string, TorchTens
     files[`${archive}/data/${storageKey}`] = [new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength).slice(), { level: 0 }];
   }
   const pkl = pickle(new PyReduce(orderedDict, [], undefined, items), { protocol: 2 });
-  const zipped = zipSync({
+  return zipSync({
     [`${archive}/data.pkl`]: [pkl, { level: 0 }],
     [`${archive}/byteorder`]: [new TextEncoder().encode('little'), { level: 0 }],
     ...files,
     [`${archive}/version`]: [new TextEncoder().encode('3\n'), { level: 0 }],
   });
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, zipped);
-  fs.renameSync(tmp, file);
 }

@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { ArcfaceError } from '../errors.ts';
 import { IMAGE_EXTENSIONS } from '../data/folder-source.ts';
 import * as tf from '@tensorflow/tfjs';
-import { startWorker } from '../util/worker.ts';
+import { siblingModule, startWorker } from '../util/worker.ts';
 import { normCrop, type Landmarks5 } from './align.ts';
 import { detectFaces } from './detect.ts';
 import { readImage, type RgbImage } from './image.ts';
@@ -137,7 +137,7 @@ export async function alignOne(job: AlignJob, out: string, opts: AlignOptions = 
 /** Messages to an align worker thread (src/infer/align-worker.ts). */
 export type AlignRequest = { type: 'init'; backend: string } | { type: 'job'; job: AlignJob; out: string; opts: AlignOptions } | { type: 'close' };
 
-const WORKER_URL = new URL('./align-worker.ts', import.meta.url);
+const WORKER_URL = siblingModule(import.meta.url, 'align-worker');
 
 /** Runs `jobs` over worker threads, each with its own detector, results in input order. */
 async function alignInWorkers(jobs: AlignJob[], out: string, opts: AlignOptions, n: number): Promise<AlignRecord[]> {

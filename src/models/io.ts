@@ -7,6 +7,8 @@ import path from 'node:path';
 import type { BackboneSpec } from './factory.ts';
 import './grouped-conv.ts'; // registers the custom layer before any model.json is parsed
 
+export { specOf } from './io-memory.ts';
+
 export const MODEL_JSON = 'model.json';
 export const WEIGHTS_BIN = 'weights.bin';
 
@@ -102,7 +104,3 @@ export async function loadModel(dirOrJson: string): Promise<tf.LayersModel> {
   return tf.loadLayersModel(tf.io.fromMemory(readModelArtifacts(dirOrJson)));
 }
 
-/** The backbone spec stored in a saved model's metadata, if it has one. */
-export function specOf(model: tf.LayersModel): BackboneSpec | undefined {
-  return (model.getUserDefinedMetadata() as { arcface?: BackboneSpec } | undefined)?.arcface;
-}

@@ -2,11 +2,10 @@
 // dynamic batch dimension, raw embedding output, optional BN-into-conv folding, optional built-in
 // (x - 127.5) / 127.5 normalisation for raw 0..255 input, and the backbone spec in metadata_props.
 import type * as tf from '@tensorflow/tfjs';
-import fs from 'node:fs';
 import { ArcfaceError } from '../errors.ts';
-import { writeFileAtomic } from '../data/atomic.ts';
+import { nodeBuiltin, nodeFs } from '../node-builtins.ts';
 import type { BackboneSpec } from '../models/factory.ts';
-import { specOf } from '../models/io.ts';
+import { specOf } from '../models/io-memory.ts';
 import { GraphBuilder, MAX_OPSET, MIN_OPSET, type ValueInfo } from './builder.ts';
 import { emitInference } from './inference.ts';
 
@@ -45,7 +44,8 @@ export const NORMALISATION_BUILT_IN = 'built in: raw RGB 0..255, NCHW';
 
 function producerVersion(): string {
   try {
-    return JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version ?? '';
+    const fs = nodeBuiltin('node:fs');
+    return fs ? (JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version ?? '') : '';
   } catch {
     return '';
   }
@@ -121,9 +121,14 @@ export function exportOnnx(model: tf.LayersModel, opts: ExportOnnxOptions = {}):
 /** Exports and writes `file` atomically (a temporary name renamed into place). */
 export function writeOnnx(file: string, model: tf.LayersModel, opts: ExportOnnxOptions = {}): void {
   const bytes = exportOnnx(model, { label: file, ...opts });
+  const fs = nodeFs(file);
+  // As data/atomic.ts's writeFileAtomic (not imported: this module also runs in browsers).
+  const tmp = `${file.replace(/[^\\/]*$/, '')}.${file.split(/[\\/]/).pop()}.partial-${process.pid}`;
   try {
-    writeFileAtomic(file, bytes);
+    fs.writeFileSync(tmp, bytes);
+    fs.renameSync(tmp, file);
   } catch (e) {
+    fs.rmSync(tmp, { force: true });
     throw new ArcfaceError(`cannot write ONNX file: ${(e as Error).message}`, file);
   }
 }

@@ -2,8 +2,7 @@
 // public InferenceSession.run returns a promise (a setImmediate hop per call); tfjs kernels are
 // synchronous, so the conv kernels call the binding directly. The binding is not a public API: the
 // version is pinned and its shape checked, and anything else fails loudly instead of misbehaving.
-import os from 'node:os';
-import { createRequire } from 'node:module';
+import { nodeBuiltin } from '../node-builtins.ts';
 
 /** The onnxruntime-node version whose binding this module was written against (package.json pins it). */
 export const ORT_VERSION = '1.30.0';
@@ -68,7 +67,9 @@ let loaded: Loaded | null = null;
 
 function load(): Loaded {
   if (loaded) return loaded;
-  const require = createRequire(import.meta.url);
+  const nodeModule = nodeBuiltin('node:module');
+  if (!nodeModule) throw new OrtBindingError('onnxruntime-node runs only in Node');
+  const require = nodeModule.createRequire(import.meta.url);
   let version: string | undefined;
   try {
     version = (require('onnxruntime-node/package.json') as { version: string }).version;
@@ -95,7 +96,7 @@ export function ortAvailable(): boolean {
 }
 
 /** Threads per session: one per core (ORT's default spin-waiting would steal time from tfjs between kernels). */
-export const ORT_THREADS = Math.max(1, os.availableParallelism());
+export const ORT_THREADS = Math.max(1, nodeBuiltin('node:os')?.availableParallelism() ?? 1);
 
 /** A loaded ONNX model run synchronously on float32 inputs. */
 export class OrtSession {

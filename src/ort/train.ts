@@ -42,7 +42,8 @@ const cache = new WeakMap<tf.LayersModel, Map<string, Compiled | UnsupportedLaye
 
 /** Whether trainForward runs backbones as compiled graphs: on the ort engines, unless ARCFACE_COMPILED=0. */
 export function compiledTrainingEnabled(): boolean {
-  return process.env.ARCFACE_COMPILED !== '0' && backendCaps().ortEngine && ortAvailable();
+  // The backend first: a browser has no `process`.
+  return backendCaps().ortEngine && process.env.ARCFACE_COMPILED !== '0' && ortAvailable();
 }
 
 function compiled(model: tf.LayersModel, batch: number, frozen: boolean): Compiled | UnsupportedLayerError {

@@ -25,12 +25,17 @@ import { copyMatchingWeights } from './init.ts';
 import { loadBackbone, type LoadedBackbone } from '../convert/load-backbone.ts';
 import { ProgressLog } from './progress.ts';
 import { backendCaps } from '../backend/caps.ts';
+import type { TrainProgress } from './fit.ts';
 
 export interface TrainOptions {
   /** A run or checkpoint directory to continue from. */
   resume?: string;
   /** Print progress on stderr (default: when stderr is a TTY, a live line; otherwise plain log lines). */
   quiet?: boolean;
+  /** Called after every iteration (each batch; with gradient_acc > 1 the optimiser steps every few). */
+  onProgress?: (p: TrainProgress) => void;
+  /** Aborting stops after the current step; the run then verifies, checkpoints, saves and resolves (`stopped`). */
+  signal?: AbortSignal;
 }
 
 export interface TrainResult {
@@ -44,6 +49,8 @@ export interface TrainResult {
   verificationBefore?: Record<string, { accuracy: number; std: number; xnorm: number }>;
   best: Record<string, number>;
   modelDir: string;
+  /** True when `signal` stopped the run before its last step. */
+  stopped: boolean;
 }
 
 function resolveValTargets(cfg: TrainConfig): string[] {
@@ -219,14 +226,19 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   };
 
   let verificationBefore: TrainResult['verification'] | undefined;
+  let stopped = false;
   try {
     if (holdoutBin && pos.step === 0) {
       // Small data: how the starting model does on the held-out people, to compare with after.
       await verify();
       verificationBefore = { ...verification };
     }
-    for (let epoch = pos.epoch; epoch < cfg.num_epoch && pos.step < lastStep; epoch++) {
+    epochs: for (let epoch = pos.epoch; epoch < cfg.num_epoch && pos.step < lastStep; epoch++) {
       for await (const batch of loader.batches(epoch, { startBatch: epoch === pos.epoch ? pos.batch : 0 })) {
+        if (opts.signal?.aborted) {
+          stopped = true;
+          break epochs;
+        }
         const images = tf.tensor4d(batch.images, [batch.size, side, side, 3]);
         // Backends with their own memory (wasm, tensorflow) copied the pixels: the loader may reuse the buffer.
         if (!backendKeepsHostArrays) batch.release();
@@ -243,6 +255,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
           );
         }
         pos.step++;
+        const stepLr = sched.lr;
         sched.step();
         pos.epoch = epoch;
         pos.batch = batch.index + 1;
@@ -254,6 +267,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
         lossCount++;
         finalLoss = loss;
         log.progress({ step: pos.step, epoch, loss, lr: sched.lr });
+        opts.onProgress?.({ step: pos.step, totalSteps: lastStep, epoch, loss, lr: stepLr });
         if (pos.step % cfg.frequent === 0) {
           log.event({ type: 'train', step: pos.step, epoch, loss: lossSum / lossCount, lr: sched.lr, numTensors: tf.memory().numTensors, ...log.speed() });
           lossSum = 0;
@@ -289,6 +303,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
       ...(verificationBefore ? { verificationBefore } : {}),
       best: pos.best,
       modelDir,
+      stopped,
     };
     log.event({ type: 'end', ...result });
     return result;

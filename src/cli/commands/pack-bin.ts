@@ -19,7 +19,7 @@ interface Args {
 
 const command: CommandModule<object, Args> = {
   command: 'pack-bin',
-  describe: 'Make a verification .bin (pickled image pairs + issame, like lfw.bin) from a pairs list',
+  describe: 'Make a verification .bin (pickled image pairs + issame, like lfw.bin) from a pairs list or a labelled folder',
   builder: (y) =>
     y
       .option('pairs', { type: 'string', describe: 'LFW pairs.txt, or lines "pathA pathB 1|0"' })

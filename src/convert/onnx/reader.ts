@@ -1,10 +1,10 @@
 // Reads ONNX protobuf files (ModelProto, TensorProto) with the `onnx-proto` bindings and turns
 // their tensors and attributes into plain JS values. Shared by the importer and the exporter:
 // `onnx` below is the generated protobuf namespace (encode with `onnx.ModelProto.encode`).
-import { readFileSync } from 'node:fs';
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { ArcfaceError } from '../../errors.ts';
+import { nodeFs } from '../../node-builtins.ts';
 import { type ConstTensor, type Dim, floatTensor, intTensor } from './const-tensor.ts';
 import { halfToFloat } from '../../util/half.ts';
 
@@ -27,7 +27,7 @@ export function toNumber(v: number | { toNumber(): number } | null | undefined):
 function readBytes(pathOrBytes: string | Uint8Array, label: string): Uint8Array {
   if (typeof pathOrBytes !== 'string') return pathOrBytes;
   try {
-    return readFileSync(pathOrBytes);
+    return nodeFs(pathOrBytes).readFileSync(pathOrBytes);
   } catch (e) {
     throw new ArcfaceError(`cannot read ONNX file: ${(e as Error).message}`, label);
   }
