@@ -7,6 +7,8 @@ import { toStateDict } from '../../convert/torch-mapping.ts';
 import { writeTorchStateDict } from '../../formats/torch.ts';
 import { saveModel } from '../../models/io.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { writeFileAtomic } from '../../data/atomic.ts';
+import { isRawInput } from '../../models/input-convention.ts';
 
 interface Args {
   format: 'tfjs' | 'onnx' | 'pth';
@@ -29,23 +31,32 @@ const command: CommandModule<object, Args> = {
       .option('out', { type: 'string', demandOption: true, describe: 'output directory (tfjs) or file (.onnx, .pth)' })
       .option('opset', { type: 'number', default: 11, describe: 'ONNX opset (9-17)' })
       .option('fold-bn', { type: 'boolean', default: false, describe: 'ONNX: fold BatchNorm into the preceding conv' })
-      .option('embed-normalization', { type: 'boolean', default: false, describe: 'ONNX: take raw 0..255 RGB input' })
+      .option('embed-normalization', { type: 'boolean', default: false, describe: "ONNX: take raw 0..255 pixels (the model's normalisation in front; automatic for models converted from such graphs)" })
       .option('ort-cpu', { type: 'boolean', default: false, describe: "ONNX: rewrite PReLU for onnxruntime's CPU engine (same outputs, up to 2x faster there)" })
       .example('$0 export --format onnx --model runs/tiny --out tiny.onnx', 'serve a trained model with onnxruntime')
       .example('$0 export --format onnx --model models/r50 --opset 13 --fold-bn --ort-cpu --out r50.onnx', 'fastest on onnxruntime CPU')
       .example('$0 export --format pth --model runs/r50 --out backbone.pth', 'continue in insightface') as never,
   handler: async (argv) => {
     await initBackend(argv.backend);
-    const { model, spec } = await loadBackbone(argv.model);
+    const { model, spec, input } = await loadBackbone(argv.model);
     try {
       if (argv.format === 'tfjs') {
-        await saveModel(model, argv.out, spec);
+        await saveModel(model, argv.out, spec); // the input convention travels in the model's metadata
       } else if (argv.format === 'pth') {
         writeTorchStateDict(argv.out, toStateDict(model));
       } else {
-        const { writeOnnx } = await import('../../convert/onnx/export.ts');
+        const { exportOnnx } = await import('../../convert/onnx/export.ts');
+        const { applyInputConvention } = await import('../../convert/onnx-input.ts');
         if (argv.opset! < 9 || argv.opset! > 17) throw new ArcfaceError(`--opset ${argv.opset} is outside 9-17`);
-        writeOnnx(argv.out, model, { opset: argv.opset, foldBatchNorm: argv['fold-bn'], embedNormalization: argv['embed-normalization'], ortCpu: argv['ort-cpu'], spec });
+        // The model's own input convention is kept: a normalisation that was inside the original graph
+        // (or asked for with --embed-normalization) goes in front of the exported one.
+        const convention = argv['embed-normalization'] && !isRawInput(input) ? { ...input, normalisationInGraph: true } : input;
+        const bytes = exportOnnx(model, { label: argv.out, opset: argv.opset, foldBatchNorm: argv['fold-bn'], ortCpu: argv['ort-cpu'], spec });
+        try {
+          writeFileAtomic(argv.out, applyInputConvention(bytes, convention));
+        } catch (e) {
+          throw new ArcfaceError(`cannot write ONNX file: ${(e as Error).message}`, argv.out);
+        }
       }
     } finally {
       model.dispose();
