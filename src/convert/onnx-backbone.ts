@@ -6,6 +6,7 @@
 // result is the same network as src/models builds (so training takes the native, compiled path) with
 // the graph's weights as an insightface state dict, plus the input convention the graph expects.
 import type * as tf from '@tensorflow/tfjs';
+import { ArcfaceError } from '../errors.ts';
 import type { TorchTensor } from '../formats/torch.ts';
 import { buildBackbone, resolveSpec, type BackboneSpec } from '../models/factory.ts';
 import { STANDARD_INPUT, type InputConvention } from '../models/input-convention.ts';
@@ -675,13 +676,17 @@ export function recogniseOnnxBackbone(pathOrBytes: string | Uint8Array, opts: { 
   throw new NotRecognisedError(attempts.join('; '));
 }
 
-/** Recognises when the graph is well-formed; a malformed graph throws its ArcfaceError from the reader. */
+/**
+ * The recognised backbone, or why not. A file that is not ONNX throws the reader's ArcfaceError; any other
+ * surprise in an odd graph is a reason, so the caller can still import it generically.
+ */
 export function tryRecogniseOnnxBackbone(pathOrBytes: string | Uint8Array, opts: { label?: string; order?: 'RGB' | 'BGR' } = {}): RecognisedBackbone | NotRecognisedError {
   try {
     return recogniseOnnxBackbone(pathOrBytes, opts);
   } catch (e) {
     if (e instanceof NotRecognisedError) return e;
-    throw e;
+    if (e instanceof ArcfaceError) throw e;
+    return new NotRecognisedError(`unexpected structure (${(e as Error).message})`);
   }
 }
 

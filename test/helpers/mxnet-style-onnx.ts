@@ -7,6 +7,7 @@
 // the state dict computes with torch's 1e-5.
 import type { TorchTensor } from '../../src/formats/torch.ts';
 import { onnx } from '../../src/convert/onnx/reader.ts';
+import type { onnx as O } from 'onnx-proto';
 
 export interface MxnetStyleOptions {
   /** Write `spatial=0` on every BatchNormalization (the exporter's mistake; onnxruntime rejects it). */
@@ -21,8 +22,8 @@ export const MXNET_EPS = 2e-5;
 export function mxnetStyleIResNet(sd: Map<string, TorchTensor>, opts: MxnetStyleOptions = {}): Uint8Array {
   const spatial0 = opts.spatial0 ?? true;
   const F = onnx.TensorProto.DataType.FLOAT;
-  const inits: onnx.ITensorProto[] = [];
-  const nodes: onnx.INodeProto[] = [];
+  const inits: O.ITensorProto[] = [];
+  const nodes: O.INodeProto[] = [];
   let counter = 0;
   const fresh = (p: string) => `${p}${counter++}`;
   const f32 = (t: TorchTensor) => Array.from(t.data as Float32Array);
@@ -36,14 +37,14 @@ export function mxnetStyleIResNet(sd: Map<string, TorchTensor>, opts: MxnetStyle
     if (!t) throw new Error(`state dict has no ${k}`);
     return t;
   };
-  const node = (opType: string, input: string[], attrs: onnx.IAttributeProto[] = []): string => {
+  const node = (opType: string, input: string[], attrs: O.IAttributeProto[] = []): string => {
     const out = fresh('t');
     nodes.push({ name: fresh('n'), opType, input, output: [out], attribute: attrs });
     return out;
   };
-  const ints = (name: string, v: number[]): onnx.IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INTS, ints: v });
-  const int = (name: string, v: number): onnx.IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INT, i: v });
-  const float = (name: string, v: number): onnx.IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.FLOAT, f: v });
+  const ints = (name: string, v: number[]): O.IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INTS, ints: v });
+  const int = (name: string, v: number): O.IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INT, i: v });
+  const float = (name: string, v: number): O.IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.FLOAT, f: v });
 
   const conv = (x: string, key: string, stride: number, pad: number): string => {
     const w = get(`${key}.weight`);
@@ -86,7 +87,7 @@ export function mxnetStyleIResNet(sd: Map<string, TorchTensor>, opts: MxnetStyle
   const e = fc.shape[0]!;
   const side = Math.round(Math.sqrt(fc.shape[1]! / get('layer4.0.conv1.weight').shape[0]!) * 16);
 
-  const vi = (name: string, dims: number[]): onnx.IValueInfoProto => ({
+  const vi = (name: string, dims: number[]): O.IValueInfoProto => ({
     name,
     type: { tensorType: { elemType: F, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
   });
