@@ -16,6 +16,10 @@ import { loadModel, saveModel, specOf } from '../src/models/io.ts';
 import { inputConventionOf } from '../src/models/input-convention.ts';
 import { loadConfig } from '../src/train/config.ts';
 import { train } from '../src/train/loop.ts';
+import { recalibrateBatchNorms } from '../src/train/init.ts';
+import { trainForward } from '../src/train/forward.ts';
+import { readNpy } from '../src/formats/npy.ts';
+import { assertFixtureClose, maxAbs, maxAbsDiff } from './helpers/compare.ts';
 import { sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
 import { mxnetStyleIResNet } from './helpers/mxnet-style-onnx.ts';
 
@@ -119,4 +123,27 @@ test('train --init a Keras-style ResNet (tfjs layers, not a native network): gen
   const { exportOnnx } = await import('../src/convert/onnx/export.ts');
   assert.throws(() => exportOnnx(tuned), /GlobalAveragePooling2D/);
   tuned.dispose();
+});
+
+test('BNs folded by torch.onnx get real statistics from a batch: same inference function, train mode close to it', { skip: skipUnlessFixture('iresnet_tiny') }, async () => {
+  const loaded = await loadBackbone(sharedFixture('iresnet_tiny', 'backbone.onnx')!);
+  const m = loaded.model;
+  assert.ok(loaded.foldedLayers!.includes('layer1.0.bn2') && loaded.foldedLayers!.includes('features'));
+  const inp = readNpy(sharedFixture('iresnet_tiny', 'input_nchw.npy')!);
+  const x = tf.tidy(() => tf.tensor4d(inp.data as Float32Array, inp.shape as [number, number, number, number]).transpose([0, 2, 3, 1]) as tf.Tensor4D);
+  const evalOut = () => tf.tidy(() => (m.predict(x) as tf.Tensor).dataSync() as Float32Array);
+  const trainOut = () => tf.tidy(() => trainForward(m, x, null, { compiled: false }).dataSync() as Float32Array);
+  const before = evalOut();
+  const trainGapBefore = maxAbsDiff(trainOut(), before);
+  const done = recalibrateBatchNorms(m, loaded.foldedLayers!, x);
+  assert.equal(done.length, loaded.foldedLayers!.length);
+  assertFixtureClose(evalOut(), before, 'inference unchanged by the recalibration');
+  const mean = m.getLayer('layer1.0.bn2').getWeights()[2]!.dataSync();
+  assert.ok(maxAbs(mean) > 1e-3, 'running mean is the batch mean now');
+  // With batch statistics the recalibrated network computes what it computed before training
+  // (up to the non-folded BNs), instead of unit-variance channels everywhere.
+  const trainGapAfter = maxAbsDiff(trainOut(), before);
+  assert.ok(trainGapAfter < trainGapBefore / 4, `train-mode gap ${trainGapBefore} -> ${trainGapAfter}`);
+  x.dispose();
+  m.dispose();
 });

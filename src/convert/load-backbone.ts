@@ -22,6 +22,8 @@ export interface LoadedBackbone {
   note?: string;
   /** BatchNorms the exporter had folded into convolutions (restored with identity statistics). */
   foldedBatchNorms?: number;
+  /** Their layer names, for recalibrateBatchNorms (src/train/init.ts) before training with batch statistics. */
+  foldedLayers?: string[];
 }
 
 export interface LoadBackboneOptions {
@@ -52,7 +54,7 @@ export async function loadOnnxBackbone(file: string, opts: LoadBackboneOptions =
   const r = opts.generic ? undefined : tryRecogniseOnnxBackbone(file, { order: opts.order });
   if (r && !(r instanceof Error)) {
     setInputConvention(r.model, r.input);
-    return { model: r.model, spec: r.spec, source: 'onnx', input: r.input, note: `recognised ${r.summary}`, foldedBatchNorms: r.foldedBatchNorms };
+    return { model: r.model, spec: r.spec, source: 'onnx', input: r.input, note: `recognised ${r.summary}`, foldedBatchNorms: r.foldedBatchNorms, foldedLayers: r.foldedLayers };
   }
   const { importOnnx } = await import('./onnx/index.ts');
   const imported = await importOnnx(file);

@@ -41,6 +41,8 @@ export interface RecognisedBackbone {
   input: InputConvention;
   /** BatchNorms that the exporter had folded into convolutions (restored as identity BNs). */
   foldedBatchNorms: number;
+  /** Their layer names in the native model (see recalibrateBatchNorms in src/train/init.ts). */
+  foldedLayers: string[];
   /** What was recognised, for messages: "IResNet layers [3,13,30,3] ...". */
   summary: string;
 }
@@ -240,6 +242,8 @@ class Walker {
   readonly sd = new Map<string, TorchTensor>();
   readonly visited = new Set<number>();
   folded = 0;
+  /** Native BatchNorm layers (same names as the state-dict keys) that stand for folded ones. */
+  readonly foldedLayers: string[] = [];
   constructor(readonly g: Graph) {}
 
   private one(id: number): GNode | undefined {
@@ -331,6 +335,7 @@ class Walker {
 
   putBn(key: string, bn: ConvBn['bn']): void {
     const c = bn.gamma.length;
+    if (bn.folded) this.foldedLayers.push(key);
     // Another epsilon is folded into the variance: (x - m) / sqrt(v + eps) == (x - m) / sqrt(v' + 1e-5).
     const v = bn.eps === NATIVE_EPS ? bn.var : bn.var.map((x) => x + bn.eps - NATIVE_EPS);
     const put = (k: string, d: Float32Array) => this.sd.set(`${key}.${k}`, { dtype: 'float32', shape: [c], data: d });
@@ -667,7 +672,7 @@ export function recogniseOnnxBackbone(pathOrBytes: string | Uint8Array, opts: { 
       }
       const input = opts.order ? { ...convention, order: opts.order } : convention;
       const what = spec.layers ? `IResNet layers [${spec.layers}] widths [${spec.widths}]` : `MobileFaceNet blocks [${spec.blocks}] scale ${spec.scale}`;
-      return { spec, model, input, foldedBatchNorms: w.folded, summary: `${what}, ${spec.embeddingSize}-d, ${spec.inputSize}x${spec.inputSize}` };
+      return { spec, model, input, foldedBatchNorms: w.foldedLayers.length, foldedLayers: w.foldedLayers, summary: `${what}, ${spec.embeddingSize}-d, ${spec.inputSize}x${spec.inputSize}` };
     } catch (e) {
       if (!(e instanceof NotRecognisedError)) throw e;
       attempts.push(`${family}: ${e.message}`);

@@ -18,7 +18,7 @@ import { trainStep, type StepParts } from './step.ts';
 import { GradientAccumulator, TorchOptimizer } from './optimizers.ts';
 import { PolynomialLRWarmup } from './lr-schedule.ts';
 import { loadCheckpoint, saveCheckpoint, type TrainPosition } from './checkpoint.ts';
-import { copyMatchingWeights } from './init.ts';
+import { copyMatchingWeights, recalibrateBatchNorms } from './init.ts';
 import { loadBackbone, type LoadedBackbone } from '../convert/load-backbone.ts';
 import { ProgressLog } from './progress.ts';
 
@@ -60,7 +60,7 @@ function describePretrained(p: LoadedBackbone, cfg: TrainConfig): void {
   if (p.spec && p.spec.network !== cfg.network) lines.push(`the \`init\` model holds network "${p.spec.network}"; training that (the config says "${cfg.network}")`);
   if (!p.spec) lines.push(`${cfg.init} is not an IResNet/MobileFaceNet: fine-tuning it as a generic tfjs model (layer by layer, its own layers' training semantics)`);
   if (p.foldedBatchNorms && !cfg.freeze_bn) {
-    lines.push(`${p.foldedBatchNorms} BatchNorms of ${cfg.init} were folded into convolutions by its exporter; with freeze_bn false they restart from batch statistics (freeze_bn true keeps the pretrained function)`);
+    lines.push(`${p.foldedBatchNorms} BatchNorms of ${cfg.init} were folded into convolutions by its exporter: their statistics are recalibrated on the first batch (freeze_bn true keeps them as they are)`);
   }
   lines.push(`input: ${describeInput(p.input)}`);
   for (const l of lines) process.stderr.write(`arcface: note: ${l}\n`);
@@ -131,6 +131,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   // and every saved model carries it.
   if (pretrained) setInputConvention(backbone, pretrained.input);
   const inputConvention = inputConventionOf(backbone);
+  // BNs folded by the exporter get real statistics from the first batch before training uses batch statistics.
+  let recalibrate = pretrained && !generic && !cfg.freeze_bn ? (pretrained.foldedLayers ?? []) : [];
   const [m1, m2, m3] = cfg.margin_list;
   const head = new PartialFC({
     numClasses,
@@ -237,6 +239,11 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
         // Backends with their own memory (wasm, tensorflow) copied the pixels: the loader may reuse the buffer.
         if (!backendKeepsHostArrays) batch.release();
         let loss: number;
+        if (recalibrate.length) {
+          const done = recalibrateBatchNorms(backbone, recalibrate, images);
+          log.line(`recalibrated ${done.length} BatchNorms the exporter had folded, on the first batch`);
+          recalibrate = [];
+        }
         try {
           loss = trainStep(stepParts, images, batch.labels, sched.lr);
         } finally {
