@@ -91,7 +91,3 @@ export function adaptStandardInput(data: Float32Array, c: InputConvention, lengt
   }
 }
 
-/** The same for raw RGB 0..255 pixel values (what a decoded image holds). */
-export function pixelToInput(c: InputConvention): (pixel: number, channel: number) => number {
-  return (p, ch) => (p - c.mean[ch]!) / c.std[ch]!;
-}
