@@ -18,7 +18,9 @@ import { importTorch } from '../src/convert/import-torch.ts';
 import { exportOnnx } from '../src/convert/onnx/export.ts';
 import { applyInputConvention } from '../src/convert/onnx-input.ts';
 import { onnx } from '../src/convert/onnx/reader.ts';
-import { readTorchStateDict } from '../src/formats/torch.ts';
+import { readTorchStateDict, type TorchTensor } from '../src/formats/torch.ts';
+import { buildBackbone } from '../src/models/factory.ts';
+import { loadStateDict } from '../src/convert/torch-mapping.ts';
 import { readNpy } from '../src/formats/npy.ts';
 import { adaptStandardInput, inputConventionOf, STANDARD_INPUT } from '../src/models/input-convention.ts';
 import { assertFixtureClose, maxAbs, maxAbsDiff, nhwcToNchw } from './helpers/compare.ts';
@@ -56,6 +58,13 @@ async function ortRun(bytes: Uint8Array, nchw: Float32Array, shape: number[], pe
   let o = 0;
   for (const p of parts) (all.set(p, o), (o += p.length));
   return all;
+}
+
+/** The native IResNet filled from a state dict through the torch mapping (an independent path). */
+function buildAndLoad(sd: Map<string, TorchTensor>): { model: tf.LayersModel } {
+  const model = buildBackbone({ network: 'iresnet', layers: [1, 1, 1, 1], embeddingSize: 64 });
+  loadStateDict(model, sd);
+  return { model };
 }
 
 /** ORT against tfjs: the fixtures' bound (1e-4 absolute, plus 2e-5 of the output scale for mbf's ~90). */
@@ -104,6 +113,9 @@ test('fr_feature.onnx (third-party MobileFaceNet, fixed batch 1, embedding as a 
 
 test('an MXNet-style opset-8 IResNet (spatial=0 BN, [C,1,1] PReLU, Sub/Mul, Dropout, Flatten+Gemm, 2-D BN, batch 1) becomes the native IResNet', { skip: skipUnlessFixture('iresnet_tiny') }, async () => {
   const sd = readTorchStateDict(sharedFixture('iresnet_tiny', 'backbone.pth')!);
+  // A 2-D BN gamma that is not 1 (the native `features` BN has none: it goes into the fc rows).
+  const fw = sd.get('features.weight')!;
+  sd.set('features.weight', { ...fw, data: Float32Array.from(fw.data as Float32Array, (_, i) => 0.5 + (i % 7) / 6) });
   const bytes = mxnetStyleIResNet(sd);
   const file = path.join(tmp, 'mxnet-style.onnx');
   fs.writeFileSync(file, bytes);
@@ -127,7 +139,7 @@ test('an MXNet-style opset-8 IResNet (spatial=0 BN, [C,1,1] PReLU, Sub/Mul, Drop
   const got = predict(r.model, x);
   assertClose(got, wantOrt, 'native vs onnxruntime on the graph with spatial removed');
   // Independently: the .pth's weights through the torch mapping, on (x - 127.5) / 128.
-  const { model: fromPth } = importTorch(sharedFixture('iresnet_tiny', 'backbone.pth')!);
+  const { model: fromPth } = buildAndLoad(sd);
   const direct = nchwToNhwc(raw.map((v) => (v - 127.5) / 128), inp.shape);
   assertClose(got, predict(fromPth, direct), 'native vs the .pth on the same normalisation');
   tf.dispose([std, x, direct]);
@@ -147,7 +159,7 @@ test('an MXNet-style opset-8 IResNet (spatial=0 BN, [C,1,1] PReLU, Sub/Mul, Drop
   r.model.dispose();
 });
 
-test('graph eps and a features BN gamma != 1 are carried exactly (a Mul 1/127.5 variant against PyTorch output)', { skip: skipUnlessFixture('iresnet_tiny') }, async () => {
+test('the graph eps (2e-5) is carried exactly (a Mul 1/127.5 variant against the PyTorch output)', { skip: skipUnlessFixture('iresnet_tiny') }, async () => {
   const sd = readTorchStateDict(sharedFixture('iresnet_tiny', 'backbone.pth')!);
   const r = recogniseOnnxBackbone(mxnetStyleIResNet(sd, { scale: 1 / 127.5 }));
   const inp = readNpy(sharedFixture('iresnet_tiny', 'input_nchw.npy')!);

@@ -464,7 +464,7 @@ function walkIResNet(w: Walker, x0: number): { spec: Omit<BackboneSpec, 'inputSi
       const wd = u.w.map((v, i) => v * g[Math.floor(i / u.in)]!);
       w.sd.set('fc.weight', { dtype: 'float32', shape: [u.out, u.in], data: wd });
       w.sd.set('fc.bias', { dtype: 'float32', shape: [u.out], data: (u.b ?? new Float32Array(u.out)).map((b, o) => b * g[o]!) });
-      f = { ...f, mean: f.mean.map((m, o) => m * g[o]!), var: f.var.map((v, o) => (v + f.eps) * g[o]! * g[o]! - f.eps), gamma: new Float32Array(u.out).fill(1) };
+      f = { ...f, mean: f.mean.map((m, o) => m * g[o]!), gamma: new Float32Array(u.out).fill(1) };
     }
     w.putBn('features', f);
     out = feat.id;
