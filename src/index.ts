@@ -5,6 +5,10 @@ export { initBackend, BACKEND_ORDER, type BackendName } from './backend/select.t
 export { saveModel, loadModel } from './models/io.ts';
 export { loadBackbone, type LoadedBackbone } from './convert/load-backbone.ts';
 export { writeOnnx } from './onnx/export.ts';
+export { loadOnnxBackbone } from './convert/load-backbone.ts';
+export { recogniseOnnxBackbone, NotRecognisedError } from './convert/onnx-backbone.ts';
+export { applyInputConvention } from './convert/onnx-input.ts';
+export { inputConventionOf, setInputConvention, STANDARD_INPUT, type InputConvention } from './models/input-convention.ts';
 export { readTorchStateDict, writeTorchStateDict } from './formats/torch.ts';
 export { evaluateModel, prepareVerificationSet, type PreparedSet, type SetEvaluation, type EvaluateOptions } from './eval/evaluate-bin.ts';
 export { loadConfig, type TrainConfig } from './train/config.ts';

@@ -1,5 +1,5 @@
 // Training on the ort engines, layer by layer (ORT convolution kernels) and compiled (the whole backbone
-// as two ORT graphs, src/backend/ort-train*.ts): every weight gradient and BN statistic of a small IResNet
+// as two ORT graphs, src/onnx/training.ts and src/ort/train.ts): every weight gradient and BN statistic of a small IResNet
 // and an mbf-like network through trainForward equals the cpu backend's, in training and frozen-BN mode;
 // train() on the tiny config reproduces the wasm backend's loss curve (same seed, 20 steps, 1e-3
 // relative); unsupported layers fall back; tensors stay flat over steps.

@@ -9,6 +9,7 @@ import { cosineThresholdsAtFar, exactRoc, pairCosines, type CosineAtFar, type Ro
 import { readBin } from '../data/bin-set.ts';
 import { decodeImage, resizeRgb } from '../data/decode.ts';
 import { writeNormalised } from '../data/normalise.ts';
+import { adaptStandardInput, inputConventionOf } from '../models/input-convention.ts';
 import { evaluateVerification, flipSumEmbeddings, type VerificationResult } from './verification.ts';
 
 /** A decoded verification set, ready to be evaluated many times. */
@@ -134,6 +135,8 @@ export async function embedSet(
   const n = 2 * set.pairs;
   const px = size * size * 3;
   const input = new Float32Array(Math.min(batchSize, n) * px);
+  // A model made for another convention (raw pixels, BGR, other mean/std) gets what it expects.
+  const convention = inputConventionOf(model);
   let out: Float32Array | undefined;
   let dim = 0;
   for (let ba = 0; ba < n; ) {
@@ -141,6 +144,7 @@ export async function embedSet(
     const start = Math.max(0, bb - batchSize);
     const count = bb - start;
     for (let i = 0; i < count; i++) writeNormalised(set.pixels.subarray((start + i) * px, (start + i + 1) * px), size, size, input, i * px, flip);
+    adaptStandardInput(input, convention, count * px);
     let values: Float32Array;
     if (compiled) {
       values = compiled.run(input.subarray(0, count * px), count);

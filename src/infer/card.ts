@@ -28,7 +28,7 @@ export interface ModelCard {
   embeddingSize: number;
   inputSize: number;
   /** Pixels the model expects: (x - mean) / std per channel, in this channel order and layout. */
-  input: { channels: 'RGB' | 'BGR'; mean: number; std: number; layout: 'NHWC' | 'NCHW' };
+  input: { channels: 'RGB' | 'BGR'; mean: number[]; std: number[]; layout: 'NHWC' | 'NCHW' };
   alignment: { template: string; points: (readonly [number, number])[] };
   network?: string;
   thresholds: CalibratedThreshold[];
@@ -39,7 +39,7 @@ export function defaultCard(embeddingSize: number, inputSize: number, extra: Par
   return {
     embeddingSize,
     inputSize,
-    input: { channels: 'RGB', mean: 127.5, std: 127.5, layout: 'NHWC' },
+    input: { channels: 'RGB', mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5], layout: 'NHWC' },
     alignment: { template: `insightface arcface ${inputSize}x${inputSize}`, points: [...arcfaceTemplate(inputSize)] },
     thresholds: [],
     provenance: { created: new Date().toISOString(), tool: 'arcface-ts' },

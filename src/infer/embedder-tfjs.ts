@@ -4,6 +4,7 @@ import { compileIfEnabled, type CompiledBackbone } from '../ort/infer.ts';
 import { ArcfaceError } from '../errors.ts';
 import { importTorch } from '../convert/import-torch.ts';
 import { loadModel, ModelFileError } from '../models/io.ts';
+import { adaptStandardInput, inputConventionOf, isRawInput } from '../models/input-convention.ts';
 import { checkImageInput, inputTensorData, type Embedder } from './embedder.ts';
 import type { RgbImage } from './image.ts';
 
@@ -18,9 +19,15 @@ export function tfjsEmbedder(model: tf.LayersModel, file: string, format: 'tfjs'
   if (out.length !== 2 || typeof embeddingSize !== 'number') {
     throw new ArcfaceError(`the model output is [${out}]; an embedding model outputs [batch, E]`, file);
   }
-  // Models imported from ONNX graphs with the normalisation inside take raw pixels.
-  const meta = model.getUserDefinedMetadata() as { onnx?: { normalisationBuiltIn?: boolean } } | undefined;
-  const rawInput = meta?.onnx?.normalisationBuiltIn === true;
+  // The model's input convention (metadata): raw pixels for graphs with the normalisation inside,
+  // another mean/std or BGR for models converted from such graphs.
+  const convention = inputConventionOf(model);
+  const rawInput = isRawInput(convention) && convention.order === 'RGB';
+  const prepare = (crops: RgbImage[]): Float32Array => {
+    const data = inputTensorData(crops, inputSize, 'nhwc', rawInput);
+    if (!rawInput) adaptStandardInput(data, convention);
+    return data;
+  };
   // On the ort engines the backbone runs as one compiled onnxruntime graph (src/ort/infer.ts),
   // compiled at the first call; elsewhere, or for a model the exporter cannot express, model.predict.
   let compiled: CompiledBackbone | null | undefined;
@@ -35,11 +42,11 @@ export function tfjsEmbedder(model: tf.LayersModel, file: string, format: 'tfjs'
       if (crops.length === 0) return [];
       if (compiled === undefined) compiled = compileIfEnabled(model, { cache: false });
       if (compiled) {
-        const flat = compiled.run(inputTensorData(crops, inputSize, 'nhwc', rawInput), crops.length);
+        const flat = compiled.run(prepare(crops), crops.length);
         return crops.map((_, i) => flat.slice(i * embeddingSize, (i + 1) * embeddingSize));
       }
       const y = tf.tidy(() => {
-        const x = tf.tensor4d(inputTensorData(crops, inputSize, 'nhwc', rawInput), [crops.length, inputSize, inputSize, 3]);
+        const x = tf.tensor4d(prepare(crops), [crops.length, inputSize, inputSize, 3]);
         const o = model.predict(x);
         return Array.isArray(o) ? o[0] : o;
       });

@@ -4,9 +4,16 @@ import * as tf from '@tensorflow/tfjs';
 import type { BackboneSpec } from './factory.ts';
 import './grouped-conv.ts'; // registers the custom layer before any model topology is parsed
 
-/** The backbone spec stored in a model's metadata, if it has one. */
+/** Spec network name of a model fine-tuned through the generic path (any tfjs layers model): not rebuildable from a spec. */
+export const GENERIC_NETWORK = 'generic';
+
+/**
+ * The backbone spec stored in a saved model's metadata, if it has one (a generic model's is not a spec).
+ * The model's input convention sits beside it as `arcfaceInput` (src/models/input-convention.ts).
+ */
 export function specOf(model: tf.LayersModel): BackboneSpec | undefined {
-  return (model.getUserDefinedMetadata() as { arcface?: BackboneSpec } | undefined)?.arcface;
+  const spec = (model.getUserDefinedMetadata() as { arcface?: BackboneSpec } | undefined)?.arcface;
+  return spec?.network === GENERIC_NETWORK ? undefined : spec;
 }
 
 /** The model's topology and weights as tfjs ModelArtifacts (weights in one ArrayBuffer), spec included. */

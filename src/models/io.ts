@@ -104,3 +104,4 @@ export async function loadModel(dirOrJson: string): Promise<tf.LayersModel> {
   return tf.loadLayersModel(tf.io.fromMemory(readModelArtifacts(dirOrJson)));
 }
 
+export { GENERIC_NETWORK } from './io-memory.ts';

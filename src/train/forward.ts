@@ -126,6 +126,13 @@ function batchNormTraining(layer: tf.layers.Layer, x: tf.Tensor, updates: BatchN
   return y;
 }
 
+/** True for a BatchNorm over the last (channel) axis, the one batchNormTraining computes; others run as tfjs trains them. */
+function normalisesLastAxis(layer: tf.layers.Layer, rank: number): boolean {
+  const axis = layer.getConfig().axis;
+  const a = Array.isArray(axis) ? (axis.length === 1 ? Number(axis[0]) : NaN) : Number(axis ?? -1);
+  return a === -1 || a === rank - 1;
+}
+
 /**
  * Runs `model` on `x` in training mode (dropout active, BN on batch statistics). Collects each BN's batch
  * statistics into `updates` (pass null to skip). Call inside `tf.variableGrads` for the gradients.
@@ -148,7 +155,7 @@ export function trainForward(model: tf.LayersModel, x: tf.Tensor, updates: Batch
     });
     const cls = layer.getClassName();
     const out =
-      cls === 'BatchNormalization'
+      cls === 'BatchNormalization' && normalisesLastAxis(layer, inputs[0]!.rank)
         ? batchNormTraining(layer, inputs[0]!, updates, opts.freezeBatchNorm ?? false)
         : cls === 'PReLU' && layer.weights.length === 1 && layer.weights[0]!.shape.slice(0, -1).every((d) => d === 1)
           ? preluTraining(inputs[0]!, layer.weights[0]!.read())
@@ -158,11 +165,24 @@ export function trainForward(model: tf.LayersModel, x: tf.Tensor, updates: Batch
   return values.get(model.outputs[0]!.id)!;
 }
 
-/** running = (1 - momentum) * running + momentum * batch (torch momentum 0.1); disposes the updates. */
-export function applyBatchNormUpdates(updates: BatchNormUpdate[], momentum = 0.1): void {
+/**
+ * The torch momentum of a BatchNorm layer: 1 - its tfjs momentum (0.1 for this project's backbones, whose
+ * layers say 0.9; 0.01 for a Keras model's default 0.99), so any tfjs model's BNs keep their own rate.
+ */
+function torchMomentum(layer: tf.layers.Layer): number {
+  const m = layer.getConfig().momentum;
+  return typeof m === 'number' && m >= 0 && m < 1 ? 1 - m : 0.1;
+}
+
+/**
+ * running = (1 - momentum) * running + momentum * batch; disposes the updates. `momentum` overrides each
+ * layer's own (torch 0.1 for the native backbones).
+ */
+export function applyBatchNormUpdates(updates: BatchNormUpdate[], momentumOverride?: number): void {
   tf.tidy(() => {
     for (const u of updates) {
       const w = bnWeights(u.layer);
+      const momentum = momentumOverride ?? torchMomentum(u.layer);
       w.movingMean.write(tf.add(tf.mul(w.movingMean.read(), 1 - momentum), tf.mul(u.mean, momentum)));
       w.movingVariance.write(tf.add(tf.mul(w.movingVariance.read(), 1 - momentum), tf.mul(u.variance, momentum)));
     }

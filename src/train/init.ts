@@ -1,7 +1,7 @@
 // Fine-tuning: start a backbone from a pretrained one. Weights are copied layer by layer where the layer
 // name and every weight shape agree; the rest (typically `fc`/`features` when the embedding size changes)
 // keeps its fresh initialisation, and the run says which.
-import type * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
 import { ArcfaceError } from '../errors.ts';
 
 
@@ -47,4 +47,45 @@ export function copyMatchingWeights(target: tf.LayersModel, source: tf.LayersMod
       '\n',
   );
   return report;
+}
+
+/**
+ * Gives BatchNorms that an exporter had folded into convolutions (restored as y = x + b) statistics of
+ * real activations, without changing the network's inference function: with the batch mean mu and
+ * variance s2 of each layer's input, y = a x + c becomes gamma (x - mu) / sqrt(s2 + eps) + beta with
+ * gamma = a sqrt(s2 + eps), beta = c + a mu. Training with batch statistics then starts from the
+ * pretrained function instead of re-normalising every channel to unit variance. A BN without gamma keeps
+ * its variance and takes the mean. Returns the layers changed.
+ */
+export function recalibrateBatchNorms(model: tf.LayersModel, names: string[], images: tf.Tensor4D): string[] {
+  const layers = names
+    .map((n) => model.layers.find((l) => l.name === n))
+    .filter((l): l is tf.layers.Layer => l !== undefined && l.getClassName() === 'BatchNormalization');
+  if (!layers.length) return [];
+  const tap = tf.model({ inputs: model.inputs, outputs: layers.map((l) => l.input as tf.SymbolicTensor) });
+  tf.tidy(() => {
+    const outs = tap.predict(images) as tf.Tensor | tf.Tensor[];
+    const list = Array.isArray(outs) ? outs : [outs];
+    layers.forEach((layer, i) => {
+      const x = list[i]!;
+      const axes = x.shape.slice(0, -1).map((_, k) => k);
+      const { mean, variance } = tf.moments(x, axes);
+      const eps = (layer.getConfig().epsilon as number) ?? 1e-3;
+      const find = (s: string) => layer.weights.find((w) => w.originalName.endsWith(`/${s}`));
+      const gammaV = find('gamma');
+      const betaV = find('beta')!;
+      const meanV = find('moving_mean')!;
+      const varV = find('moving_variance')!;
+      const g0 = gammaV ? gammaV.read() : tf.onesLike(betaV.read());
+      const a = tf.div(g0, tf.sqrt(tf.add(varV.read(), eps)));
+      const c = tf.sub(betaV.read(), tf.mul(a, meanV.read()));
+      if (gammaV) {
+        gammaV.write(tf.mul(a, tf.sqrt(tf.add(variance, eps))));
+        varV.write(variance);
+      }
+      betaV.write(tf.add(c, tf.mul(a, mean)));
+      meanV.write(mean);
+    });
+  });
+  return layers.map((l) => l.name);
 }

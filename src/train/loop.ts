@@ -7,7 +7,8 @@ import { ArcfaceError } from '../errors.ts';
 import { createTrainLoader } from '../data/loader.ts';
 import { openTrainingSource } from '../data/open-source.ts';
 import { buildBackbone, type BackboneSpec } from '../models/factory.ts';
-import { saveModel } from '../models/io.ts';
+import { GENERIC_NETWORK, saveModel } from '../models/io.ts';
+import { adaptStandardInput, describeInput, inputConventionOf, setInputConvention } from '../models/input-convention.ts';
 import { PartialFC } from '../losses/partial-fc.ts';
 import { formatAccuracyFlip } from '../eval/verification.ts';
 import { evaluateModel, prepareVerificationSet, type PreparedSet, type SetEvaluation } from '../eval/evaluate-bin.ts';
@@ -21,7 +22,7 @@ import { trainStep, type StepParts } from './step.ts';
 import { GradientAccumulator, TorchOptimizer } from './optimizers.ts';
 import { PolynomialLRWarmup } from './lr-schedule.ts';
 import { loadCheckpoint, saveCheckpoint, type TrainPosition } from './checkpoint.ts';
-import { copyMatchingWeights } from './init.ts';
+import { copyMatchingWeights, recalibrateBatchNorms } from './init.ts';
 import { loadBackbone, type LoadedBackbone } from '../convert/load-backbone.ts';
 import { ProgressLog } from './progress.ts';
 import { backendCaps } from '../backend/caps.ts';
@@ -66,6 +67,35 @@ function resolveValTargets(cfg: TrainConfig): string[] {
   return out;
 }
 
+/** Says on stderr how the `init` model is taken (native network or generic, its input convention). */
+function describePretrained(p: LoadedBackbone, cfg: TrainConfig): void {
+  const lines: string[] = [];
+  if (p.note) lines.push(`${cfg.init}: ${p.note}`);
+  if (p.spec && p.spec.network !== cfg.network) lines.push(`the \`init\` model holds network "${p.spec.network}"; training that (the config says "${cfg.network}")`);
+  if (!p.spec) lines.push(`${cfg.init} is not an IResNet/MobileFaceNet: fine-tuning it as a generic tfjs model (layer by layer, its own layers' training semantics)`);
+  if (p.foldedBatchNorms && !cfg.freeze_bn) {
+    lines.push(`${p.foldedBatchNorms} BatchNorms of ${cfg.init} were folded into convolutions by its exporter: their statistics are recalibrated on the first batch (freeze_bn true keeps them as they are)`);
+  }
+  lines.push(`input: ${describeInput(p.input)}`);
+  for (const l of lines) process.stderr.write(`arcface: note: ${l}\n`);
+}
+
+/** The spec-shaped summary of a generic model: its input side and embedding size. */
+function genericSpec(model: tf.LayersModel, cfg: TrainConfig): BackboneSpec {
+  const inShape = model.inputs.length === 1 ? model.inputs[0]!.shape : [];
+  const outShape = model.outputs.length === 1 ? model.outputs[0]!.shape : [];
+  const [, h, w, c] = inShape;
+  if (inShape.length !== 4 || c !== 3 || !h || h !== w) {
+    throw new ArcfaceError(`the \`init\` model takes ${JSON.stringify(inShape)}; a face model takes one [batch, S, S, 3] image input`, cfg.init ?? undefined);
+  }
+  const e = outShape[1];
+  if (outShape.length !== 2 || typeof e !== 'number') {
+    throw new ArcfaceError(`the \`init\` model outputs ${JSON.stringify(outShape)}; an embedding model outputs one [batch, E] tensor`, cfg.init ?? undefined);
+  }
+  if (e !== cfg.embedding_size) process.stderr.write(`arcface: note: the \`init\` model's embedding size is ${e}; training that (the config says ${cfg.embedding_size})\n`);
+  return { network: GENERIC_NETWORK, embeddingSize: e, inputSize: h };
+}
+
 /** Trains a backbone as the config says; returns a summary. Throws ArcfaceError on bad input or divergence. */
 export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
   const resumed = opts.resume ? await loadCheckpoint(opts.resume) : undefined;
@@ -75,11 +105,13 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   // ---- network layout first: the data is decoded at its input size. Fine-tuning keeps the
   // pretrained network's layout, with any embedding size.
   const pretrained: LoadedBackbone | undefined = !resumed && cfg.init ? await loadBackbone(cfg.init) : undefined;
-  if (pretrained?.spec && pretrained.spec.network !== cfg.network) {
-    process.stderr.write(`arcface: note: the \`init\` model holds network "${pretrained.spec.network}"; training that (the config says "${cfg.network}")\n`);
-  }
+  if (pretrained) describePretrained(pretrained, cfg);
+  // A model that is not one of the native networks trains as it is, through the generic tfjs path.
+  const generic = pretrained !== undefined && !pretrained.spec;
   const spec: BackboneSpec =
-    resumed?.spec ?? (pretrained?.spec ? { ...pretrained.spec, embeddingSize: cfg.embedding_size } : undefined) ?? specFromConfig(cfg);
+    resumed?.spec ??
+    (pretrained?.spec ? { ...pretrained.spec, embeddingSize: cfg.embedding_size } : undefined) ??
+    (generic ? genericSpec(pretrained.model, cfg) : specFromConfig(cfg));
 
   // ---- data
   let source = openTrainingSource(cfg.rec);
@@ -117,14 +149,20 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   if (holdoutBin) valSets.push(await prepareVerificationSet(holdoutBin, spec.inputSize));
 
   // ---- backbone and head
-  const backbone = resumed?.backbone ?? buildBackbone(spec, { seed: cfg.seed, dropout: cfg.dropout });
-  if (pretrained) {
+  const backbone = resumed?.backbone ?? (generic ? pretrained.model : buildBackbone(spec, { seed: cfg.seed, dropout: cfg.dropout }));
+  if (pretrained && !generic) {
     try {
       copyMatchingWeights(backbone, pretrained.model, cfg.init!);
     } finally {
       pretrained.model.dispose();
     }
   }
+  // The pretrained model's input convention stays with the network: the batches are converted to it,
+  // and every saved model carries it.
+  if (pretrained) setInputConvention(backbone, pretrained.input);
+  const inputConvention = inputConventionOf(backbone);
+  // BNs folded by the exporter get real statistics from the first batch before training uses batch statistics.
+  let recalibrate = pretrained && !generic && !cfg.freeze_bn ? (pretrained.foldedLayers ?? []) : [];
   const [m1, m2, m3] = cfg.margin_list;
   const head = new PartialFC({
     numClasses,
@@ -239,10 +277,16 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
           stopped = true;
           break epochs;
         }
+        adaptStandardInput(batch.images, inputConvention, batch.size * side * side * 3);
         const images = tf.tensor4d(batch.images, [batch.size, side, side, 3]);
         // Backends with their own memory (wasm, tensorflow) copied the pixels: the loader may reuse the buffer.
         if (!backendKeepsHostArrays) batch.release();
         let loss: number;
+        if (recalibrate.length) {
+          const done = recalibrateBatchNorms(backbone, recalibrate, images);
+          log.line(`recalibrated ${done.length} BatchNorms the exporter had folded, on the first batch`);
+          recalibrate = [];
+        }
         try {
           loss = await trainStep(stepParts, images, batch.labels, sched.lr);
         } finally {

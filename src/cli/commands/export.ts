@@ -8,6 +8,8 @@ import { writeTorchStateDict } from '../../formats/torch.ts';
 import { saveModel } from '../../models/io.ts';
 import { ArcfaceError } from '../../errors.ts';
 import { defaultCard, ONNX_CARD_KEY, readCard, writeCard, type ModelCard } from '../../infer/card.ts';
+import { writeFileAtomic } from '../../data/atomic.ts';
+import { isRawInput } from '../../models/input-convention.ts';
 
 interface Args {
   format: 'tfjs' | 'onnx' | 'pth';
@@ -30,44 +32,56 @@ const command: CommandModule<object, Args> = {
       .option('out', { type: 'string', demandOption: true, describe: 'output directory (tfjs) or file (.onnx, .pth)' })
       .option('opset', { type: 'number', default: 11, describe: 'ONNX opset (9-17)' })
       .option('fold-bn', { type: 'boolean', default: false, describe: 'ONNX: fold BatchNorm into the preceding conv' })
-      .option('embed-normalization', { type: 'boolean', default: false, describe: 'ONNX: take raw 0..255 RGB input' })
+      .option('embed-normalization', { type: 'boolean', default: false, describe: "ONNX: take raw 0..255 pixels (the model's normalisation in front; automatic for models converted from such graphs)" })
       .option('ort-cpu', { type: 'boolean', default: false, describe: "ONNX: rewrite PReLU for onnxruntime's CPU engine (same outputs, up to 2x faster there)" })
       .example('$0 export --format onnx --model runs/tiny --out tiny.onnx', 'serve a trained model with onnxruntime')
       .example('$0 export --format onnx --model models/r50 --opset 13 --fold-bn --ort-cpu --out r50.onnx', 'fastest on onnxruntime CPU')
       .example('$0 export --format pth --model runs/r50 --out backbone.pth', 'continue in insightface') as never,
   handler: async (argv) => {
     await initBackend(argv.backend);
-    const { model, spec } = await loadBackbone(argv.model);
-    // The model card travels with the model: its thresholds and provenance, the input convention of the output.
+    const { model, spec, input } = await loadBackbone(argv.model);
+    // The model's own input convention is kept: a normalisation that was inside the original graph (or
+    // asked for with --embed-normalization) goes in front of an exported ONNX graph.
+    const convention = argv.format === 'onnx' && argv['embed-normalization'] && !isRawInput(input) ? { ...input, normalisationInGraph: true } : input;
+    // The model card travels with the model: its thresholds and provenance, the input the output takes.
     const outputSize = Number(model.outputs[0]?.shape[1]);
     const inputSize = Number(model.inputs[0]?.shape[1]);
     const base: ModelCard = readCard(argv.model) ?? defaultCard(outputSize, inputSize, { ...(spec ? { network: spec.network } : {}) });
+    const rawOnnx = argv.format === 'onnx' && convention.normalisationInGraph === true;
     const card: ModelCard = {
       ...base,
-      input:
-        argv.format !== 'onnx'
-          ? { ...base.input, layout: 'NHWC' }
-          : { ...base.input, layout: 'NCHW', ...(argv['embed-normalization'] ? { mean: 0, std: 1 } : {}) },
+      input: {
+        channels: convention.order,
+        mean: rawOnnx ? [0, 0, 0] : convention.mean,
+        std: rawOnnx ? [1, 1, 1] : convention.std,
+        layout: argv.format === 'onnx' ? 'NCHW' : 'NHWC',
+      },
       provenance: { ...base.provenance, source: base.provenance.source ?? argv.model, created: new Date().toISOString(), notes: [...(base.provenance.notes ?? []), `exported as ${argv.format} from ${argv.model}`] },
     };
     try {
       if (argv.format === 'tfjs') {
-        await saveModel(model, argv.out, spec);
+        await saveModel(model, argv.out, spec); // the input convention travels in the model's metadata
         writeCard(argv.out, card);
       } else if (argv.format === 'pth') {
         writeTorchStateDict(argv.out, toStateDict(model));
         writeCard(argv.out, card);
       } else {
-        const { writeOnnx } = await import('../../onnx/export.ts');
+        const { exportOnnx } = await import('../../onnx/export.ts');
+        const { applyInputConvention } = await import('../../convert/onnx-input.ts');
         if (argv.opset! < 9 || argv.opset! > 17) throw new ArcfaceError(`--opset ${argv.opset} is outside 9-17`);
-        writeOnnx(argv.out, model, {
+        const bytes = exportOnnx(model, {
+          label: argv.out,
           opset: argv.opset,
           foldBatchNorm: argv['fold-bn'],
-          embedNormalization: argv['embed-normalization'],
           ortCpu: argv['ort-cpu'],
           spec,
           extraMetadata: { [ONNX_CARD_KEY]: JSON.stringify(card) },
         });
+        try {
+          writeFileAtomic(argv.out, applyInputConvention(bytes, convention));
+        } catch (e) {
+          throw new ArcfaceError(`cannot write ONNX file: ${(e as Error).message}`, argv.out);
+        }
       }
     } finally {
       model.dispose();

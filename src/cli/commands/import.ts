@@ -8,6 +8,8 @@ import { saveModel } from '../../models/io.ts';
 import { countParameters } from '../../models/params.ts';
 import { NETWORKS } from '../../models/factory.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { loadOnnxBackbone } from '../../convert/load-backbone.ts';
+import { describeInput, setInputConvention, STANDARD_INPUT } from '../../models/input-convention.ts';
 
 interface Args {
   from: string;
@@ -15,12 +17,14 @@ interface Args {
   network?: string;
   'embedding-size'?: number;
   'input-size'?: number;
+  'input-order'?: 'rgb' | 'bgr';
+  generic?: boolean;
   backend?: string;
 }
 
 const command: CommandModule<object, Args> = {
   command: 'import',
-  describe: 'Convert an insightface backbone.pth / model.pt or an ONNX model into a tfjs layers model directory',
+  describe: 'Convert an insightface backbone.pth / model.pt or an ONNX model (any exporter) into a tfjs layers model directory',
   builder: (y) =>
     y
       .option('from', { type: 'string', demandOption: true, describe: 'torch.save file (state dict or checkpoint) or .onnx' })
@@ -28,20 +32,35 @@ const command: CommandModule<object, Args> = {
       .option('network', { type: 'string', choices: [...NETWORKS], describe: 'network name; inferred from the keys when omitted' })
       .option('embedding-size', { type: 'number', describe: 'embedding size (default: from the checkpoint)' })
       .option('input-size', { type: 'number', describe: 'input side in pixels (default: from the checkpoint, else 112)' })
+      .option('input-order', { choices: ['rgb', 'bgr'] as const, describe: "channel order the model was trained on (default: detected from the graph's normalisation, else RGB)" })
+      .option('generic', { type: 'boolean', default: false, describe: 'ONNX: keep the graph as a generic tfjs model even when it is an IResNet/MobileFaceNet' })
       .example('$0 import --from backbone.pth --out models/r50', 'detect the network from the checkpoint')
-      .example('$0 import --from model.pt --network r100 --out models/r100', 'say which network it is') as never,
+      .example('$0 import --from model.pt --network r100 --out models/r100', 'say which network it is')
+      .example('$0 import --from arcfaceresnet100-8.onnx --out models/r100', 'an ONNX IResNet/MobileFaceNet from any exporter becomes the native network') as never,
   handler: async (argv) => {
     if (!fs.existsSync(argv.from)) throw new ArcfaceError('no such file', argv.from);
     await initBackend(argv.backend);
     const ext = path.extname(argv.from).toLowerCase();
+    const order = argv['input-order'] ? (argv['input-order'].toUpperCase() as 'RGB' | 'BGR') : undefined;
     if (ext === '.onnx') {
-      const { importOnnx } = await import('../../convert/onnx/index.ts');
-      const imported = await importOnnx(argv.from);
-      await saveModel(imported.model, argv.out);
-      const o = imported.model.outputs[0]!.shape;
-      const summary = { from: argv.from, out: argv.out, inputNCHW: imported.inputShapeNCHW, embeddingSize: o[o.length - 1], normalisationBuiltIn: imported.normalisationBuiltIn, parameters: countParameters(imported.model), customLayers: imported.customLayerCount };
-      process.stdout.write(`${JSON.stringify(summary)}\n`);
-      imported.model.dispose();
+      // An IResNet/MobileFaceNet graph (any exporter) becomes the native network; anything else a generic model.
+      const loaded = await loadOnnxBackbone(argv.from, { generic: argv.generic, order });
+      try {
+        await saveModel(loaded.model, argv.out, loaded.spec);
+        const o = loaded.model.outputs[0]!.shape;
+        const summary = {
+          from: argv.from,
+          out: argv.out,
+          ...(loaded.spec ?? { network: 'generic', embeddingSize: o[o.length - 1], inputSize: loaded.model.inputs[0]!.shape[1] }),
+          input: describeInput(loaded.input),
+          ...(loaded.foldedBatchNorms ? { foldedBatchNorms: loaded.foldedBatchNorms } : {}),
+          parameters: countParameters(loaded.model),
+          how: loaded.note,
+        };
+        process.stdout.write(`${JSON.stringify(summary)}\n`);
+      } finally {
+        loaded.model.dispose();
+      }
       return;
     }
     const { model, spec } = importTorch(argv.from, {
@@ -49,6 +68,7 @@ const command: CommandModule<object, Args> = {
       embeddingSize: argv['embedding-size'],
       inputSize: argv['input-size'],
     });
+    if (order) setInputConvention(model, { ...STANDARD_INPUT, order });
     await saveModel(model, argv.out, spec);
     const summary = { from: argv.from, out: argv.out, ...spec, parameters: countParameters(model) };
     process.stdout.write(`${JSON.stringify(summary)}\n`);
