@@ -26,9 +26,19 @@ export interface TrainPosition {
   bestMean: number;
 }
 
+/** The lr schedule a run follows (kept so a run continued from another engine keeps its own). */
+export interface ScheduleState {
+  baseLr: number;
+  warmupSteps: number;
+  totalSteps: number;
+  power: number;
+}
+
 interface StateFile {
   format: number;
   position: TrainPosition;
+  schedule?: ScheduleState;
+  numImage?: number;
   spec: BackboneSpec;
   config: TrainConfig;
   head: { shape: number[]; offset: number };
@@ -46,6 +56,9 @@ export interface CheckpointContents {
   optimizer: OptimizerState;
   position: TrainPosition;
   config: TrainConfig;
+  schedule?: ScheduleState;
+  /** Images per epoch the schedule was computed from. */
+  numImage?: number;
 }
 
 /** Writes a checkpoint directory atomically (replacing an older one at the same path). */
@@ -69,6 +82,8 @@ export async function saveCheckpoint(dir: string, c: Omit<CheckpointContents, 'h
     const state: StateFile = {
       format: CHECKPOINT_FORMAT,
       position: c.position,
+      ...(c.schedule ? { schedule: c.schedule } : {}),
+      ...(c.numImage !== undefined ? { numImage: c.numImage } : {}),
       spec: c.spec,
       config: c.config,
       head,
@@ -122,5 +137,7 @@ export async function loadCheckpoint(p: string): Promise<CheckpointContents> {
     optimizer: { kind: state.optimizer.kind, step: state.optimizer.step, params },
     position: state.position,
     config: state.config,
+    ...(state.schedule ? { schedule: state.schedule } : {}),
+    ...(state.numImage !== undefined ? { numImage: state.numImage } : {}),
   };
 }
