@@ -11,6 +11,8 @@ import type { OptimizerState, ParamState } from './optimizers.ts';
 import type { TrainConfig } from './config.ts';
 
 export const CHECKPOINT_FORMAT = 1;
+/** A run's copy of its last epoch-boundary checkpoint (what arcface_torch can continue from). */
+export const EPOCH_CHECKPOINT = 'checkpoint_epoch';
 
 /** Where a run stands; `epoch`/`batch` is the next batch to train on. */
 export interface TrainPosition {

@@ -4,15 +4,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ArcfaceError } from '../../errors.ts';
 import { writeTorchObject } from '../../formats/torch.ts';
-import { loadCheckpoint, resolveCheckpointDir, type CheckpointContents } from '../../train/checkpoint.ts';
+import { EPOCH_CHECKPOINT, loadCheckpoint, resolveCheckpointDir, type CheckpointContents } from '../../train/checkpoint.ts';
 import { loadConfig, type TrainConfig } from '../../train/config.ts';
 import { openTrainingSource } from '../../data/open-source.ts';
 import { toConfigPy } from './config-py.ts';
 import { isTorchrunPath, rankFile, readTorchrun } from './read.ts';
 import { contentsToTorchrun, torchrunToContents, type TorchrunContents, type Warn } from './state.ts';
 import { configFromPy, parseConfigPy } from './config-py.ts';
-
-export const EPOCH_CHECKPOINT = 'checkpoint_epoch';
 
 export interface ExportTorchrunOptions {
   worldSize: number;

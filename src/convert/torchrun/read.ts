@@ -116,16 +116,13 @@ function readRank(file: string): TorchrunRank {
   };
 }
 
-/**
- * Reads every rank of a run folder (or the folder of one checkpoint_gpu_N.pt file; a file without
- * sibling ranks is read as a one-rank run). Ranks must be 0..W-1 with the same epoch and step.
- */
-export function readTorchrun(p: string): TorchrunRun {
+/** The rank files of a run folder (see readTorchrun) without reading them. */
+export function listTorchrun(p: string): { dir: string; files: string[]; configPy?: string } {
   if (!fs.existsSync(p)) throw new ArcfaceError('no such file or directory', p);
   const isFile = fs.statSync(p).isFile();
   const dir = isFile ? path.dirname(p) : p;
   let files: string[];
-  if (isFile && !fs.existsSync(path.join(dir, rankFile(0)))) {
+  if (isFile && (!RANK_FILE.test(path.basename(p)) || !fs.existsSync(path.join(dir, rankFile(0))))) {
     files = [p];
   } else {
     const ranks = fs
@@ -140,6 +137,16 @@ export function readTorchrun(p: string): TorchrunRun {
     });
     files = ranks.map((r) => path.join(dir, rankFile(r)));
   }
+  const configPy = path.join(dir, 'config.py');
+  return { dir, files, configPy: fs.existsSync(configPy) ? configPy : undefined };
+}
+
+/**
+ * Reads every rank of a run folder (or the folder of one checkpoint_gpu_N.pt file; any other checkpoint
+ * file, or one without rank 0 beside it, is read as a one-rank run). Ranks must be 0..W-1 with the same epoch and step.
+ */
+export function readTorchrun(p: string): TorchrunRun {
+  const { dir, files, configPy } = listTorchrun(p);
   const ranks = files.map(readRank);
   for (const r of ranks.slice(1)) {
     if (r.epoch !== ranks[0]!.epoch || r.globalStep !== ranks[0]!.globalStep) {
@@ -150,6 +157,5 @@ export function readTorchrun(p: string): TorchrunRun {
     }
     if (r.centres.shape[1] !== ranks[0]!.centres.shape[1]) throw new ArcfaceError(`centres are ${r.centres.shape[1]}-d, rank 0's ${ranks[0]!.centres.shape[1]}-d`, r.file);
   }
-  const configPy = path.join(dir, 'config.py');
-  return { dir, worldSize: ranks.length, ranks, configPy: fs.existsSync(configPy) ? configPy : undefined };
+  return { dir, worldSize: ranks.length, ranks, configPy };
 }

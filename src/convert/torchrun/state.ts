@@ -26,6 +26,24 @@ const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : typ
 
 export type Warn = (message: string) => void;
 
+/** The class centres of all ranks, concatenated in rank order after checking PartialFC_V2's split. */
+export function gatherCentres(run: TorchrunRun): { shape: [number, number]; data: Float32Array; layout: Shard[] } {
+  const embedding = run.ranks[0]!.centres.shape[1]!;
+  const numClasses = run.ranks.reduce((a, r) => a + r.centres.shape[0]!, 0);
+  const layout = run.ranks.length === 1 ? [{ rank: 0, classStart: 0, numLocal: numClasses }] : shardLayout(numClasses, run.worldSize);
+  const data = new Float32Array(numClasses * embedding);
+  run.ranks.forEach((r, i) => {
+    if (r.centres.shape[0] !== layout[i]!.numLocal) {
+      throw new ArcfaceError(
+        `holds ${r.centres.shape[0]} classes, but PartialFC_V2 gives rank ${i} ${layout[i]!.numLocal} of ${numClasses} over ${run.worldSize} ranks`,
+        r.file,
+      );
+    }
+    data.set(asFloat(r.centres), layout[i]!.classStart * embedding);
+  });
+  return { shape: [numClasses, embedding], data, layout };
+}
+
 /**
  * Gathers an arcface_torch run into our checkpoint contents: rank 0's backbone (every rank holds the same
  * weights), the shards concatenated in rank order, the optimiser buffers mapped onto our parameter order
@@ -51,22 +69,15 @@ export function torchrunToContents(run: TorchrunRun, base: TrainConfig, warn: Wa
     if (embedding !== spec.embeddingSize) throw new ArcfaceError(`centres are ${embedding}-d but the backbone embeds in ${spec.embeddingSize}-d`, r0.file);
 
     // ---- class centres: PartialFC_V2's layout, gathered in rank order
-    const numClasses = run.ranks.reduce((a, r) => a + r.centres.shape[0]!, 0);
-    const layout = run.ranks.length === 1 ? [{ rank: 0, classStart: 0, numLocal: numClasses }] : shardLayout(numClasses, run.worldSize);
-    run.ranks.forEach((r, i) => {
-      if (r.centres.shape[0] !== layout[i]!.numLocal) {
-        throw new ArcfaceError(
-          `holds ${r.centres.shape[0]} classes, but PartialFC_V2 gives rank ${i} ${layout[i]!.numLocal} of ${numClasses} over ${run.worldSize} ranks`,
-          r.file,
-        );
-      }
-    });
+    const centres = gatherCentres(run);
+    const [numClasses] = centres.shape;
+    const layout = centres.layout;
     const gather = (pick: (r: (typeof run.ranks)[number]) => Float32Array): Float32Array => {
       const out = new Float32Array(numClasses * embedding);
       run.ranks.forEach((r, i) => out.set(pick(r), layout[i]!.classStart * embedding));
       return out;
     };
-    const head = { shape: [numClasses, embedding], data: gather((r) => asFloat(r.centres)) };
+    const head = { shape: [numClasses, embedding], data: centres.data };
 
     // ---- optimiser
     const groups = r0.optimizer.paramGroups;
