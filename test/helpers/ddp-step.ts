@@ -24,61 +24,73 @@ export function toHalf(x: number): number {
   return Math.sign(x) * r * ulp;
 }
 
-export interface DdpStepOptions {
-  /** DDP's fp16 compression hook: each rank's gradient to fp16, summed in fp16. */
-  fp16Allreduce: boolean;
+/** What one step's backward gives, before the all-reduce. */
+export interface DdpGradients {
+  /** The global loss. */
+  loss: number;
+  /** [rank][variable]: each rank's backbone gradient share, through its own embeddings. */
+  shares: Float32Array[][];
+  /** The centres' gradient (not in DDP: the whole loss's). */
+  head: Float32Array;
+  /** Rank 0's BatchNorm batch statistics (the ones its running statistics take in). */
+  updates: BatchNormUpdate[];
 }
 
-/** Runs one step; returns the global loss (before the update). Only rank 0's BatchNorm statistics are kept. */
-export function ddpStep(
-  backbone: tf.LayersModel,
-  head: PartialFC,
-  opt: TorchOptimizer,
-  sched: PolynomialLRWarmup,
-  images: tf.Tensor4D[],
-  labels: Int32Array,
-  o: DdpStepOptions,
-): number {
+/** Forward and backward of one step of a `images.length`-rank run, in one process. */
+export function ddpGradients(backbone: tf.LayersModel, head: PartialFC, images: tf.Tensor4D[], labels: Int32Array): DdpGradients {
   const vars = trainableVariables(backbone);
   const updates: BatchNormUpdate[] = [];
-  // Every rank's embeddings as constants (rank 0's pass also gives the BatchNorm statistics it keeps).
+  // Every rank's embeddings as constants; rank 0's pass also gives its BatchNorm statistics.
   const fixed = images.map((x, r) => tf.tidy(() => trainForward(backbone, x, r === 0 ? updates : null, { compiled: false })));
   let loss = NaN;
-  const shares: tf.NamedTensorMap[] = [];
-  images.forEach((x, r) => {
+  let headGrad: Float32Array = new Float32Array(0);
+  const shares = images.map((x, r) => {
     const { value, grads } = tf.variableGrads(() => {
       const own = trainForward(backbone, x, null, { compiled: false });
-      const all = tf.concat(fixed.map((e, q) => (q === r ? own : e))) as tf.Tensor2D;
-      return head.loss(all, labels);
+      return head.loss(tf.concat(fixed.map((e, q) => (q === r ? own : e))) as tf.Tensor2D, labels);
     }, [...vars, head.weight]);
-    if (r === 0) loss = value.dataSync()[0]!;
+    if (r === 0) {
+      loss = value.dataSync()[0]!;
+      headGrad = grads[head.weight.name]!.dataSync() as Float32Array;
+    }
+    const mine = vars.map((v) => grads[v.name]!.dataSync() as Float32Array);
     value.dispose();
-    shares.push(grads);
+    tf.dispose(Object.values(grads));
+    return mine;
   });
   tf.dispose(fixed);
-  const grads: tf.NamedTensorMap = {};
-  for (const v of vars) {
-    const parts = shares.map((g) => g[v.name]!.dataSync() as Float32Array);
-    const out = new Float32Array(parts[0]!.length);
+  return { loss, shares, head: headGrad, updates };
+}
+
+/** The all-reduced backbone gradient: a float32 sum, or DDP's fp16 hook (each share to fp16, summed in fp16). */
+export function allReduce(shares: Float32Array[][], fp16: boolean): Float32Array[] {
+  return shares[0]!.map((_, v) => {
+    const out = new Float32Array(shares[0]![v]!.length);
     for (let i = 0; i < out.length; i++) {
-      if (o.fp16Allreduce) {
-        let acc = 0;
-        for (const p of parts) acc = toHalf(acc + toHalf(p[i]!));
-        out[i] = acc;
-      } else {
-        let acc = 0;
-        for (const p of parts) acc = Math.fround(acc + p[i]!);
-        out[i] = acc;
-      }
+      let acc = 0;
+      for (const s of shares) acc = fp16 ? toHalf(acc + toHalf(s[v]![i]!)) : Math.fround(acc + s[v]![i]!);
+      out[i] = acc;
     }
-    grads[v.name] = tf.tensor(out, v.shape);
-  }
-  // The centres are not in DDP: their gradient is the whole loss's (the same in every rank's pass).
-  grads[head.weight.name] = shares[0]![head.weight.name]!.clone();
-  for (const g of shares) tf.dispose(Object.values(g));
+    return out;
+  });
+}
+
+/** The optimiser step, the scheduler step and rank 0's running statistics, as train_v2.py orders them. */
+export function applyStep(backbone: tf.LayersModel, head: PartialFC, opt: TorchOptimizer, sched: PolynomialLRWarmup, backboneGrads: Float32Array[], headGrad: Float32Array, updates: BatchNormUpdate[]): void {
+  const vars = trainableVariables(backbone);
+  const grads: tf.NamedTensorMap = {};
+  vars.forEach((v, i) => (grads[v.name] = tf.tensor(backboneGrads[i]!, v.shape)));
+  grads[head.weight.name] = tf.tensor(headGrad, head.weight.shape);
   applyBatchNormUpdates(updates);
   opt.step(grads, sched.lr);
   tf.dispose(Object.values(grads));
   sched.step();
-  return loss;
+}
+
+/** The global loss of a step without its backward (rank 0's BatchNorm statistics collected into `updates` when given). */
+export function ddpLoss(backbone: tf.LayersModel, head: PartialFC, images: tf.Tensor4D[], labels: Int32Array): number {
+  return tf.tidy(() => {
+    const embs = images.map((x) => trainForward(backbone, x, null, { compiled: false }));
+    return head.loss(tf.concat(embs) as tf.Tensor2D, labels).dataSync()[0]!;
+  });
 }
