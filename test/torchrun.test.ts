@@ -19,7 +19,7 @@ import { toStateDict } from '../src/convert/torch-mapping.ts';
 import { readTorchrun } from '../src/convert/torchrun/read.ts';
 import { shardLayout, torchKeyOrder, torchParams } from '../src/convert/torchrun/layout.ts';
 import { torchrunToContents, type TorchrunContents } from '../src/convert/torchrun/state.ts';
-import { configFromPy, parseConfigPy } from '../src/convert/torchrun/config-py.ts';
+import { configFromPy, parseConfigPy, toConfigPy } from '../src/convert/torchrun/config-py.ts';
 import { exportTorchrun } from '../src/convert/torchrun/export.ts';
 import { sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
 import { allReduce, applyStep, ddpGradients, ddpLoss, toHalf } from './helpers/ddp-step.ts';
@@ -261,6 +261,40 @@ test('continuing the fixture reproduces the reference\'s next two losses and fin
   assert.ok(backboneResidual < 0.05, `backbone ||Δours − Δref|| / ||Δref|| = ${backboneResidual}`);
   assert.ok(centresResidual < 0.05, `centres ||Δours − Δref|| / ||Δref|| = ${centresResidual}`);
   assert.ok(statsRel < 1e-2, `running statistics ${statsRel}`);
+});
+
+test('config.py: the fixture\'s is read (per-GPU batch made global); ours is written and reads back', { skip: noRun }, () => {
+  assert.deepEqual(configFromPy(parseConfigPy(path.join(RUN!, 'run', 'config.py')), 2), {
+    network: 'mbf',
+    embedding_size: 128,
+    sample_rate: 1,
+    fp16: false,
+    optimizer: 'sgd',
+    lr: 0.1,
+    momentum: 0.9,
+    weight_decay: 5e-4,
+    num_epoch: 8,
+    warmup_epoch: 1,
+    rec: 'synthetic',
+    num_classes: 10,
+    num_image: 8,
+    verbose: 2000,
+    margin_list: [1, 0.5, 0],
+    batch_size: 8,
+    val_targets: [],
+  });
+  const cfg = loadConfig('ms1mv3_r50', { gradient_acc: 2, warmup_epoch: 0.5, num_workers: 6, widths: [32, 64, 128, 256], max_steps: 1000 });
+  const py = toConfigPy(cfg, { worldSize: 8, numClasses: 93431, numImage: 5179510, output: '/scratch/r50' });
+  assert.deepEqual(py.warnings.map((w) => w.split(' =')[0]), ['network', 'widths', 'max_steps']);
+  const file = path.join(tmp, 'config.py');
+  fs.writeFileSync(file, py.text);
+  const back = configFromPy(parseConfigPy(file), 8);
+  for (const k of Object.keys(back) as (keyof typeof back)[]) assert.deepEqual(back[k], cfg[k], k);
+  assert.equal(Object.keys(back).length, 22);
+  assert.equal(parseConfigPy(file).get('output'), '/scratch/r50');
+  assert.equal(parseConfigPy(file).get('batch_size'), 16);
+  // every key of ours appears in the file, mapped or explained
+  for (const k of Object.keys(cfg)) assert.match(py.text, new RegExp(`(^config\\.${k} = |our ${k} = )`, 'm'), k);
 });
 
 test('half-precision rounding: ties to even, subnormals, overflow', () => {

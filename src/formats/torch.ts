@@ -321,7 +321,9 @@ export function readTorchObject(file: string): unknown {
         if (numel > 0 && (t.offset < 0 || maxIndex >= data.length)) {
           throw new TorchFormatError(file, `tensor [${t.shape}] reaches past its storage ${ref.key} (${data.length} elements): truncated file?`);
         }
-        const dense = isContiguous(t.shape, t.stride) ? data.slice(t.offset, t.offset + numel) : materialise(t, data);
+        // A tensor that is its whole (freshly decoded) storage keeps it; views are copied out.
+        const whole = t.offset === 0 && numel === data.length;
+        const dense = isContiguous(t.shape, t.stride) ? (whole ? data : data.slice(t.offset, t.offset + numel)) : materialise(t, data);
         return { dtype: ref.dtype, shape: t.shape, data: dense } as TorchTensor;
       };
     }
@@ -364,7 +366,7 @@ export function writeTorchObject(file: string, value: unknown): void {
       const pid = new PyPersistentId(
         new PyTuple(['storage', new PickleGlobal('torch', isLong ? 'LongStorage' : 'FloatStorage'), storageKey, 'cpu', numel]),
       );
-      files[`${archive}/data/${storageKey}`] = [new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength).slice(), { level: 0 }];
+      files[`${archive}/data/${storageKey}`] = [new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength), { level: 0 }];
       return new PyReduce(rebuild, [pid, 0, new PyTuple(v.shape), new PyTuple(stride), false, new PyReduce(orderedDict, [])]);
     }
     if (v instanceof TorchOrderedDict) {

@@ -20,10 +20,11 @@ export interface TorchrunRank {
   file: string;
   epoch: number;
   globalStep: number;
-  /** state_dict_backbone (a DDP `module.` prefix removed). */
+  /** state_dict_backbone (a DDP `module.` prefix removed); of ranks > 0, readTorchrun keeps only the BatchNorm buffers. */
   backbone: Map<string, TorchTensor>;
   /** state_dict_softmax_fc.weight: this rank's [num_local, D] centres. */
   centres: TorchTensor;
+  /** Of ranks > 0, readTorchrun keeps only the centres' state. */
   optimizer: TorchOptimizerDict;
   /** state_lr_scheduler (null when absent). */
   scheduler: Map<string, unknown> | null;
@@ -141,13 +142,23 @@ export function listTorchrun(p: string): { dir: string; files: string[]; configP
   return { dir, files, configPy: fs.existsSync(configPy) ? configPy : undefined };
 }
 
+const BUFFER = /\.(running_mean|running_var|num_batches_tracked)$/;
+
+function pruneRank(r: TorchrunRank): TorchrunRank {
+  const headId = asNumber((r.optimizer.paramGroups[1]?.get('params') as unknown[] | undefined)?.[0]);
+  const state = new Map([...r.optimizer.state].filter(([id]) => id === headId));
+  return { ...r, backbone: new Map([...r.backbone].filter(([k]) => BUFFER.test(k))), optimizer: { ...r.optimizer, state } };
+}
+
 /**
  * Reads every rank of a run folder (or the folder of one checkpoint_gpu_N.pt file; any other checkpoint
  * file, or one without rank 0 beside it, is read as a one-rank run). Ranks must be 0..W-1 with the same epoch and step.
  */
 export function readTorchrun(p: string): TorchrunRun {
   const { dir, files, configPy } = listTorchrun(p);
-  const ranks = files.map(readRank);
+  // Ranks > 0 repeat rank 0's backbone and its optimiser state: only their centres, the centres' state
+  // and their own BatchNorm buffers are kept (a large run's files are each the size of the network twice).
+  const ranks = files.map((f, i) => (i === 0 ? readRank(f) : pruneRank(readRank(f))));
   for (const r of ranks.slice(1)) {
     if (r.epoch !== ranks[0]!.epoch || r.globalStep !== ranks[0]!.globalStep) {
       throw new ArcfaceError(
