@@ -16,6 +16,10 @@ import { saveCheckpoint } from '../src/train/checkpoint.ts';
 import { PolynomialLRWarmup } from '../src/train/lr-schedule.ts';
 import type { ParamState } from '../src/train/optimizers.ts';
 import { exportTorchrun } from '../src/convert/torchrun/export.ts';
+import { readTorchrun } from '../src/convert/torchrun/read.ts';
+import { torchrunToContents } from '../src/convert/torchrun/state.ts';
+import { torchParams } from '../src/convert/torchrun/layout.ts';
+import { readTorchObject, type TorchTensor } from '../src/formats/torch.ts';
 import { prng, randomizeWeights } from './helpers/random-weights.ts';
 
 const PY = '/usr/bin/python3';
@@ -26,6 +30,39 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'arcface-torchrun-py-'));
 before(async () => {
   await initBackend('cpu', { quiet: true });
 });
+
+// torch itself takes one more step on every rank (the same backbone gradient everywhere, as after DDP's
+// all-reduce; each rank its own centres' gradient) and saves the result as train_v2.py would.
+const STEP = String.raw`
+import sys, torch
+out, kind, n, wd = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
+for r in range(n):
+    path = '%s/checkpoint_gpu_%d.pt' % (out, r)
+    ck = torch.load(path)
+    sd = ck['state_dict_backbone']
+    keys = [k for k in sd if not k.endswith(BUFFERS)]
+    bb = [sd[k].clone().requires_grad_(True) for k in keys]
+    fc = ck['state_dict_softmax_fc']['weight'].clone().requires_grad_(True)
+    groups = [{'params': bb}, {'params': [fc]}]
+    opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=wd) if kind == 'sgd' else torch.optim.AdamW(groups, lr=0.1, weight_decay=wd)
+    opt.load_state_dict(ck['state_optimizer'])
+    g = torch.Generator().manual_seed(7)
+    for p in bb:
+        p.grad = torch.randn(p.shape, generator=g)
+    fc.grad = torch.randn(fc.shape, generator=torch.Generator().manual_seed(100 + r))
+    if 'features.weight' in keys:
+        bb[keys.index('features.weight')].grad = None  # IResNet's frozen last-BN gamma gets no gradient
+    opt.step()
+    with torch.no_grad():
+        for k, p in zip(keys, bb):
+            sd[k] = p.detach().clone()
+    ck['state_dict_softmax_fc']['weight'] = fc.detach().clone()
+    ck['state_optimizer'] = opt.state_dict()
+    ck['global_step'] += 1
+    torch.save(ck, path)
+print('ok')
+`;
 
 const CHECK = String.raw`
 import json, sys, numpy as np, torch
@@ -181,6 +218,42 @@ for (const cs of CASES) {
         assert.equal(rr.lr, lr);
         assert.ok(Math.abs(rr.next_lr - nextLr) <= 1e-15, `rank ${rank}: torch's next lr ${rr.next_lr}, ours ${nextLr}`);
       }
+    }
+
+    // Back: what torch's own optimiser wrote after one more step on 3 ranks is gathered exactly.
+    const out3 = path.join(tmp, `${cs.name}-w3`);
+    const stepped = spawnSync(PY, ['-c', STEP, out3, cs.optimizer, '3', String(config.weight_decay)], { encoding: 'utf8' });
+    assert.equal(stepped.status, 0, stepped.stderr);
+    const warnings: string[] = [];
+    const back = torchrunToContents(readTorchrun(out3), config, (m) => warnings.push(m));
+    try {
+      assert.deepEqual(warnings.filter((w) => !/scheduler is at step 6, the checkpoint at step 7|lr .* is not the schedule/.test(w)), []);
+      const ranks = [0, 1, 2].map((r) => readTorchObject(path.join(out3, `checkpoint_gpu_${r}.pt`)) as Map<string, Map<string, unknown>>);
+      const sd0 = ranks[0]!.get('state_dict_backbone') as Map<string, TorchTensor>;
+      const opt0 = (ranks[0]!.get('state_optimizer')!.get('state') as Map<number, Map<string, TorchTensor>>);
+      const tp = torchParams(back.backbone);
+      const byIndex = new Map(back.optimizer.params.filter((p) => p.group === 'backbone').map((p) => [p.index, p]));
+      const names = cs.optimizer === 'sgd' ? ([['momentum_buffer', 'momentumBuffer']] as const) : ([['exp_avg', 'expAvg'], ['exp_avg_sq', 'expAvgSq']] as const);
+      let checked = 0;
+      tp.forEach((p, id) => {
+        if (!p.slot) return assert.equal(opt0.get(id), undefined, `${p.key} is frozen: no state`);
+        assert.deepEqual(Array.from(p.slot.toTorch(p.slot.variable.read().dataSync() as Float32Array)), Array.from(sd0.get(p.key)!.data as Float32Array), p.key);
+        const ps = byIndex.get(p.trainableIndex)!;
+        for (const [t, o] of names) assert.deepEqual(Array.from(p.slot.toTorch(ps[o]!)), Array.from(opt0.get(id)!.get(t)!.data as Float32Array), `${p.key} ${t}`);
+        if (cs.optimizer === 'adamw') assert.equal(ps.step, 7);
+        checked++;
+      });
+      assert.equal(checked, params.length);
+      const headId = tp.length;
+      const cat = (pick: (m: Map<string, Map<string, unknown>>) => TorchTensor) => ranks.flatMap((m) => Array.from(pick(m).data as Float32Array));
+      assert.deepEqual(Array.from(back.head.data), cat((m) => (m.get('state_dict_softmax_fc') as Map<string, TorchTensor>).get('weight')!));
+      const headState = back.optimizer.params.find((p) => p.group === 'head')!;
+      for (const [t, o] of names) {
+        assert.deepEqual(Array.from(headState[o]!), cat((m) => (m.get('state_optimizer')!.get('state') as Map<number, Map<string, TorchTensor>>).get(headId)!.get(t)!), t);
+      }
+      assert.deepEqual([back.position.step, back.position.epoch, back.optimizer.kind], [7, 3, cs.optimizer]);
+    } finally {
+      back.backbone.dispose();
     }
   });
 }
