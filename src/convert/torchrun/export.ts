@@ -40,6 +40,7 @@ export async function loadRunContents(p: string, warn: Warn): Promise<{ contents
   if (isTorchrunPath(p)) {
     const run = readTorchrun(p);
     const fromPy = run.configPy ? configFromPy(parseConfigPy(run.configPy), run.worldSize) : {};
+    if (!run.configPy) warn(`${run.dir} has no config.py: batch size, data and epochs are configs/base.json's (copy the run's arcface_torch config there as config.py)`);
     const base = loadConfig('base', fromPy);
     return { contents: torchrunToContents(run, base, warn), source: run.dir };
   }
