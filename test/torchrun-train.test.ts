@@ -105,4 +105,17 @@ test('ours -> torchrun (3 ranks, from the epoch boundary) -> --resume continues 
   const ours = epochCk.backbone.getWeights().map((t) => t.dataSync() as Float32Array);
   assert.deepEqual(imported.map((w) => Array.from(w)), ours.map((w) => Array.from(w)));
   epochCk.backbone.dispose();
+
+  // `arcface train --resume` of the folder alone: its config.py (per-GPU batch 4 x 3 ranks) supplies the rest
+  const cliRun = path.join(tmp, 'cli');
+  const tr = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'src/cli/main.ts'), 'train', '--resume', out, '--max-steps', '7', '--workers', '0', '--quiet', '--output', cliRun], {
+    cwd: REPO_ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, ARCFACE_BACKEND: 'cpu' },
+  });
+  assert.equal(tr.status, 0, tr.stderr);
+  const firstLoss = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, 'train.jsonl'), 'utf8').split('\n').find((l) => l.includes('"type":"train"'))!);
+  const viaCli = firstLoss(cliRun);
+  assert.equal(viaCli.step, 7);
+  assert.equal(viaCli.loss, firstLoss(path.join(tmp, 'b')).loss);
 });
