@@ -10,7 +10,7 @@ import { depthwiseToOihw, hwioToOihw } from '../onnx/layers/conv.ts';
 const BN_EPS = 1e-5;
 
 /** One weight of a tfjs layer and where it lives in a torch state dict. */
-interface WeightSlot {
+export interface WeightSlot {
   layer: tf.layers.Layer;
   variable: tf.LayerVariable;
   torchKey: string;
@@ -32,7 +32,8 @@ function flattenOrder(layer: tf.layers.Layer): [number, number, number] | null {
   return h! * w! > 1 ? [h!, w!, c!] : null;
 }
 
-function slotsOf(model: tf.LayersModel): WeightSlot[] {
+/** Every weight of the model with its torch key and layout conversions (BN running statistics included). */
+export function slotsOf(model: tf.LayersModel): WeightSlot[] {
   const slots: WeightSlot[] = [];
   const id = (d: Float32Array) => d;
   for (const layer of model.layers) {

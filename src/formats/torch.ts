@@ -287,3 +287,134 @@ export function serialiseTorchStateDict(tensors: Map<string, TorchTensorOut>, ar
     [`${archive}/version`]: [new TextEncoder().encode('3\n'), { level: 0 }],
   });
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Whole torch.save objects (training checkpoints: nested dicts, lists, numbers and tensors).
+
+/** A dict written as `collections.OrderedDict` (what torch's `state_dict()` returns). */
+export class TorchOrderedDict extends Map<string, unknown> {}
+
+function isTensorOut(v: unknown): v is TorchTensorOut {
+  return (
+    typeof v === 'object' && v !== null && !(v instanceof Map) && !Array.isArray(v) &&
+    ((v as TorchTensorOut).data instanceof Float32Array || (v as TorchTensorOut).data instanceof BigInt64Array) &&
+    Array.isArray((v as TorchTensorOut).shape)
+  );
+}
+
+/**
+ * Reads any torch.save zip file: dicts -> Map, lists/tuples -> arrays, numbers, strings, booleans, null,
+ * and every tensor as a dense TorchTensor (wherever it sits). Unknown classes stay PickleObjects.
+ */
+export function readTorchObject(file: string): unknown {
+  let buf: Uint8Array;
+  try {
+    buf = nodeFs(file).readFileSync(file);
+  } catch (e) {
+    throw new TorchFormatError(file, `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  if (buf.length < 4 || buf[0] !== 0x50 || buf[1] !== 0x4b) throw new TorchFormatError(file, 'not a PyTorch zip checkpoint');
+  let entries: Record<string, Uint8Array>;
+  try {
+    entries = unzipSync(buf);
+  } catch (e) {
+    throw new TorchFormatError(file, `corrupt or truncated zip archive (${(e as Error).message})`);
+  }
+  const pklName = Object.keys(entries).find((k) => k.endsWith('/data.pkl') || k === 'data.pkl');
+  if (!pklName) throw new TorchFormatError(file, 'zip archive has no data.pkl: not a torch.save file');
+  const prefix = pklName.slice(0, pklName.length - 'data.pkl'.length);
+  const storages = new Map<string, TorchTensor['data']>();
+  const findClass = (module: string, name: string) => {
+    if (module === 'torch._utils' && (name === '_rebuild_tensor_v2' || name === '_rebuild_tensor')) {
+      return (storage: unknown, offset: unknown, shape: unknown, stride: unknown) => {
+        const ref = storage as StorageRef;
+        const t = new LazyTensor(ref, Number(offset), (shape as unknown[]).map(Number), (stride as unknown[]).map(Number));
+        let data = storages.get(ref.key);
+        if (!data) {
+          const bytes = entries[`${prefix}data/${ref.key}`];
+          if (!bytes) throw new TorchFormatError(file, `storage ${ref.key} is missing from the archive`);
+          data = decodeStorage(bytes, ref, file);
+          storages.set(ref.key, data);
+        }
+        const numel = t.shape.reduce((a, b) => a * b, 1);
+        if (t.shape.some((s) => !Number.isInteger(s) || s < 0) || t.stride.length !== t.shape.length) {
+          throw new TorchFormatError(file, `tensor with invalid shape [${t.shape}] / stride [${t.stride}]`);
+        }
+        const maxIndex = t.offset + t.shape.reduce((a, s, d) => a + (s - 1) * t.stride[d]!, 0);
+        if (numel > 0 && (t.offset < 0 || maxIndex >= data.length)) {
+          throw new TorchFormatError(file, `tensor [${t.shape}] reaches past its storage ${ref.key} (${data.length} elements): truncated file?`);
+        }
+        // A tensor that is its whole (freshly decoded) storage keeps it; views are copied out.
+        const whole = t.offset === 0 && numel === data.length;
+        const dense = isContiguous(t.shape, t.stride) ? (whole ? data : data.slice(t.offset, t.offset + numel)) : materialise(t, data);
+        return { dtype: ref.dtype, shape: t.shape, data: dense } as TorchTensor;
+      };
+    }
+    if (module === 'torch._utils' && name === '_rebuild_parameter') return (data: unknown) => data;
+    return undefined;
+  };
+  const persistentLoad = (pid: unknown): StorageRef => {
+    const [kind, type, key] = pid as [string, unknown, string];
+    if (kind !== 'storage') throw new TorchFormatError(file, `unknown persistent id kind "${kind}"`);
+    const dt = type instanceof PickleGlobal ? STORAGE_DTYPES[type.name] : undefined;
+    if (!dt) throw new TorchFormatError(file, `unsupported storage type ${(type as PickleGlobal)?.qualname ?? String(type)}`);
+    return { key: String(key), dtype: dt[0], itemSize: dt[1] };
+  };
+  try {
+    return unpickle(entries[pklName]!, { findClass, persistentLoad });
+  } catch (e) {
+    if (e instanceof TorchFormatError) throw e;
+    throw new TorchFormatError(file, `cannot parse data.pkl: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Writes any value as torch.save would, atomically: Map -> dict, TorchOrderedDict -> OrderedDict, arrays ->
+ * lists, PyTuple -> tuple, PyFloat -> float, numbers/strings/booleans/null as themselves, and
+ * {shape, data} (Float32Array -> FloatStorage, BigInt64Array -> LongStorage) -> tensors.
+ */
+export function writeTorchObject(file: string, value: unknown): void {
+  const fs = nodeFs(file);
+  const archive = file.split(/[\\/]/).pop()!.replace(/\.[^.]*$/, '').replace(/[^A-Za-z0-9_]/g, '_') || 'archive';
+  const files: Zippable = {};
+  let key = 0;
+  const rebuild = new PickleGlobal('torch._utils', '_rebuild_tensor_v2');
+  const orderedDict = new PickleGlobal('collections', 'OrderedDict');
+  const convert = (v: unknown, where: string): unknown => {
+    if (isTensorOut(v)) {
+      const isLong = v.data instanceof BigInt64Array;
+      const numel = v.shape.reduce((a, b) => a * b, 1);
+      if (numel !== v.data.length) throw new Error(`${where}: shape [${v.shape}] does not match ${v.data.length} values`);
+      const stride = v.shape.map((_, d) => v.shape.slice(d + 1).reduce((a, b) => a * b, 1));
+      const storageKey = String(key++);
+      const pid = new PyPersistentId(
+        new PyTuple(['storage', new PickleGlobal('torch', isLong ? 'LongStorage' : 'FloatStorage'), storageKey, 'cpu', numel]),
+      );
+      files[`${archive}/data/${storageKey}`] = [new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength), { level: 0 }];
+      return new PyReduce(rebuild, [pid, 0, new PyTuple(v.shape), new PyTuple(stride), false, new PyReduce(orderedDict, [])]);
+    }
+    if (v instanceof TorchOrderedDict) {
+      const items = new Map<unknown, unknown>();
+      for (const [k, x] of v) items.set(k, convert(x, `${where}.${k}`));
+      return new PyReduce(orderedDict, [], undefined, items);
+    }
+    if (v instanceof Map) {
+      const out = new Map<unknown, unknown>();
+      for (const [k, x] of v) out.set(k, convert(x, `${where}.${String(k)}`));
+      return out;
+    }
+    if (Array.isArray(v)) return v.map((x, i) => convert(x, `${where}[${i}]`));
+    if (v instanceof PyTuple) return new PyTuple(v.items.map((x, i) => convert(x, `${where}[${i}]`)));
+    return v;
+  };
+  const pkl = pickle(convert(value, 'root'), { protocol: 2 });
+  const zipped = zipSync({
+    [`${archive}/data.pkl`]: [pkl, { level: 0 }],
+    [`${archive}/byteorder`]: [new TextEncoder().encode('little'), { level: 0 }],
+    ...files,
+    [`${archive}/version`]: [new TextEncoder().encode('3\n'), { level: 0 }],
+  });
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, zipped);
+  fs.renameSync(tmp, file);
+}

@@ -11,6 +11,8 @@ import type { OptimizerState, ParamState } from './optimizers.ts';
 import type { TrainConfig } from './config.ts';
 
 export const CHECKPOINT_FORMAT = 1;
+/** A run's copy of its last epoch-boundary checkpoint (what arcface_torch can continue from). */
+export const EPOCH_CHECKPOINT = 'checkpoint_epoch';
 
 /** Where a run stands; `epoch`/`batch` is the next batch to train on. */
 export interface TrainPosition {
@@ -26,9 +28,19 @@ export interface TrainPosition {
   bestMean: number;
 }
 
+/** The lr schedule a run follows (kept so a run continued from another engine keeps its own). */
+export interface ScheduleState {
+  baseLr: number;
+  warmupSteps: number;
+  totalSteps: number;
+  power: number;
+}
+
 interface StateFile {
   format: number;
   position: TrainPosition;
+  schedule?: ScheduleState;
+  numImage?: number;
   spec: BackboneSpec;
   config: TrainConfig;
   head: { shape: number[]; offset: number };
@@ -46,6 +58,9 @@ export interface CheckpointContents {
   optimizer: OptimizerState;
   position: TrainPosition;
   config: TrainConfig;
+  schedule?: ScheduleState;
+  /** Images per epoch the schedule was computed from. */
+  numImage?: number;
 }
 
 /** Writes a checkpoint directory atomically (replacing an older one at the same path). */
@@ -69,6 +84,8 @@ export async function saveCheckpoint(dir: string, c: Omit<CheckpointContents, 'h
     const state: StateFile = {
       format: CHECKPOINT_FORMAT,
       position: c.position,
+      ...(c.schedule ? { schedule: c.schedule } : {}),
+      ...(c.numImage !== undefined ? { numImage: c.numImage } : {}),
       spec: c.spec,
       config: c.config,
       head,
@@ -122,5 +139,7 @@ export async function loadCheckpoint(p: string): Promise<CheckpointContents> {
     optimizer: { kind: state.optimizer.kind, step: state.optimizer.step, params },
     position: state.position,
     config: state.config,
+    ...(state.schedule ? { schedule: state.schedule } : {}),
+    ...(state.numImage !== undefined ? { numImage: state.numImage } : {}),
   };
 }

@@ -7,7 +7,7 @@ import { ArcfaceError } from '../errors.ts';
 import { createTrainLoader } from '../data/loader.ts';
 import { openTrainingSource } from '../data/open-source.ts';
 import { buildBackbone, type BackboneSpec } from '../models/factory.ts';
-import { GENERIC_NETWORK, saveModel } from '../models/io.ts';
+import { GENERIC_NETWORK, saveModel, writeDirAtomically } from '../models/io.ts';
 import { adaptStandardInput, describeInput, inputConventionOf, setInputConvention } from '../models/input-convention.ts';
 import { PartialFC } from '../losses/partial-fc.ts';
 import { formatAccuracyFlip } from '../eval/verification.ts';
@@ -21,7 +21,9 @@ import { trainableVariables, type BatchNormUpdate } from './forward.ts';
 import { trainStep, type StepParts } from './step.ts';
 import { GradientAccumulator, TorchOptimizer } from './optimizers.ts';
 import { PolynomialLRWarmup } from './lr-schedule.ts';
-import { loadCheckpoint, saveCheckpoint, type TrainPosition } from './checkpoint.ts';
+import { EPOCH_CHECKPOINT, loadCheckpoint, saveCheckpoint, type CheckpointContents, type ScheduleState, type TrainPosition } from './checkpoint.ts';
+import { isTorchrunPath, readTorchrun } from '../convert/torchrun/read.ts';
+import { torchrunToContents } from '../convert/torchrun/state.ts';
 import { copyMatchingWeights, recalibrateBatchNorms } from './init.ts';
 import { loadBackbone, type LoadedBackbone } from '../convert/load-backbone.ts';
 import { ProgressLog } from './progress.ts';
@@ -29,7 +31,7 @@ import { backendCaps } from '../backend/caps.ts';
 import type { TrainProgress } from './fit.ts';
 
 export interface TrainOptions {
-  /** A run or checkpoint directory to continue from. */
+  /** A run or checkpoint directory to continue from, or an arcface_torch output folder (checkpoint_gpu_*.pt). */
   resume?: string;
   /** Print progress on stderr (default: when stderr is a TTY, a live line; otherwise plain log lines). */
   quiet?: boolean;
@@ -98,7 +100,13 @@ function genericSpec(model: tf.LayersModel, cfg: TrainConfig): BackboneSpec {
 
 /** Trains a backbone as the config says; returns a summary. Throws ArcfaceError on bad input or divergence. */
 export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
-  const resumed = opts.resume ? await loadCheckpoint(opts.resume) : undefined;
+  const fromTorchrun = opts.resume !== undefined && isTorchrunPath(opts.resume);
+  // An arcface_torch folder brings the network, centres, optimiser and schedule; `cfg` the rest (data, batch).
+  const resumed: CheckpointContents | undefined = !opts.resume
+    ? undefined
+    : fromTorchrun
+      ? torchrunToContents(readTorchrun(opts.resume), cfg, (m) => process.stderr.write(`arcface: warning: ${m}\n`))
+      : await loadCheckpoint(opts.resume);
   if (resumed) cfg = { ...resumed.config, max_steps: cfg.max_steps, output: cfg.output };
   if (cfg.fp16) process.stderr.write('arcface: note: fp16 is not used by TensorFlow.js training here; training in float32\n');
 
@@ -189,9 +197,21 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   );
   const stepsPerEpoch = Math.floor(numImage / cfg.batch_size);
   if (stepsPerEpoch < 1) throw new ArcfaceError(`num_image ${numImage} is smaller than one batch of ${cfg.batch_size}`, cfg.rec);
-  const totalSteps = stepsPerEpoch * cfg.num_epoch;
-  const warmupSteps = Math.floor(stepsPerEpoch * cfg.warmup_epoch);
-  const sched = new PolynomialLRWarmup({ baseLr: cfg.lr, warmupSteps, totalSteps });
+  // A resumed run keeps the schedule it was on (an arcface_torch run's comes from its scheduler state).
+  const schedule: ScheduleState = resumed?.schedule ?? {
+    baseLr: cfg.lr,
+    warmupSteps: Math.floor(stepsPerEpoch * cfg.warmup_epoch),
+    totalSteps: stepsPerEpoch * cfg.num_epoch,
+    power: 1,
+  };
+  const totalSteps = schedule.totalSteps;
+  if (fromTorchrun && resumed!.position.step !== stepsPerEpoch * resumed!.position.epoch) {
+    process.stderr.write(
+      `arcface: warning: the arcface_torch run is at step ${resumed!.position.step} after ${resumed!.position.epoch} epochs, but ${numImage} images in ` +
+        `batches of ${cfg.batch_size} make ${stepsPerEpoch} steps per epoch: is batch_size the global batch (per-GPU batch x world size)?\n`,
+    );
+  }
+  const sched = new PolynomialLRWarmup(schedule);
   const lastStep = Math.min(totalSteps, cfg.max_steps ?? totalSteps);
 
   const pos: TrainPosition = resumed?.position ?? { step: 0, epoch: 0, batch: 0, headRng: head.rngState, best: {}, bestMean: -1 };
@@ -222,6 +242,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   const startStep = pos.step;
 
   let savedAt = resumed ? pos.step : -1;
+  let epochSavedAt = -1;
   let verifiedAt = -1;
   const checkpoint = async () => {
     // Only between optimiser steps: accumulated gradients are not part of a checkpoint.
@@ -235,6 +256,8 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
       optimizer: await opt.readState(),
       position: { ...pos, best: { ...pos.best } },
       config: cfg,
+      schedule,
+      numImage,
     });
     lastCheckpoint = checkpointDir;
     log.event({ type: 'checkpoint', step: pos.step, dir: checkpointDir });
@@ -321,7 +344,14 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
         if (pos.step % cfg.save_every === 0) await checkpoint();
         if (pos.step >= lastStep) break;
       }
-      if (pos.batch === 0) await checkpoint(); // epoch end
+      if (pos.batch === 0) {
+        // epoch end; a copy is kept because arcface_torch can only continue from an epoch boundary
+        await checkpoint();
+        if (savedAt === pos.step && lastCheckpoint === checkpointDir && epochSavedAt !== pos.step) {
+          await writeDirAtomically(path.join(cfg.output, EPOCH_CHECKPOINT), (tmp) => fs.cpSync(checkpointDir, tmp, { recursive: true }));
+          epochSavedAt = pos.step;
+        }
+      }
     }
     await verify(); // the final model's figures (the reference only verifies every `verbose` steps)
     await checkpoint();

@@ -1,12 +1,15 @@
 // `arcface train`: run a training recipe (configs/*.json), resume a run, or fine-tune a pretrained backbone.
 import type { CommandModule } from 'yargs';
 import { initBackend } from '../../backend/select.ts';
+import path from 'node:path';
 import { loadConfig, type TrainConfig } from '../../train/config.ts';
+import { isTorchrunPath, listTorchrun } from '../../convert/torchrun/read.ts';
+import { configFromPy, parseConfigPy } from '../../convert/torchrun/config-py.ts';
 import { train } from '../../train/loop.ts';
 import { ArcfaceError } from '../../errors.ts';
 
 interface Args {
-  config: string;
+  config?: string;
   resume?: string;
   init?: string;
   rec?: string;
@@ -44,8 +47,8 @@ const command: CommandModule<object, Args> = {
   describe: 'Train a backbone with an ArcFace/CosFace margin and Partial FC (configs/*.json)',
   builder: (y) =>
     y
-      .option('config', { type: 'string', default: 'tiny', describe: 'config name in configs/ or a JSON file' })
-      .option('resume', { type: 'string', describe: 'continue a run (its output dir or a checkpoint dir)' })
+      .option('config', { type: 'string', describe: 'config name in configs/ or a JSON file (default: tiny; base under an arcface_torch --resume)' })
+      .option('resume', { type: 'string', describe: 'continue a run: its output dir, a checkpoint dir, or an arcface_torch output folder (checkpoint_gpu_*.pt)' })
       .option('init', { type: 'string', describe: 'fine-tune from a pretrained backbone (tfjs dir, .pth, .onnx, run dir)' })
       .option('rec', { type: 'string', describe: 'training data (folder with train.rec, .rec, or image folder)' })
       .option('output', { type: 'string', describe: 'run directory (logs, checkpoints, models)' })
@@ -58,7 +61,8 @@ const command: CommandModule<object, Args> = {
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress output (the JSONL log is still written)' })
       .example('$0 train --config ms1mv3_r50 --rec data/ms1m-retinaface-t1', 'the reference recipe')
       .example('$0 train --config finetune_custom --init models/r50 --rec my_faces/', 'fine-tune on your photos')
-      .example('$0 train --resume work_dirs/ms1mv3_r50', 'continue where it stopped') as never,
+      .example('$0 train --resume work_dirs/ms1mv3_r50', 'continue where it stopped')
+      .example('$0 train --resume r50_8gpu --rec data/ms1m --max-steps 100000', 'continue a torchrun run here (any world size)') as never,
   handler: async (argv) => {
     const overrides: Partial<Record<keyof TrainConfig, unknown>> = {
       ...parseSets(argv.set),
@@ -71,7 +75,17 @@ const command: CommandModule<object, Args> = {
       ...(argv.workers !== undefined ? { num_workers: argv.workers } : {}),
       ...(argv['skip-corrupt'] !== undefined ? { skip_corrupt: argv['skip-corrupt'] } : {}),
     };
-    const cfg = loadConfig(argv.config, overrides);
+    let cfg: TrainConfig;
+    if (argv.resume && isTorchrunPath(argv.resume)) {
+      // An arcface_torch folder: its config.py (batch made global) under the command line; the checkpoints
+      // then fix the network, classes, optimiser and schedule.
+      const run = listTorchrun(argv.resume);
+      const fromPy = run.configPy ? configFromPy(parseConfigPy(run.configPy), run.files.length) : {};
+      const output = overrides.output ?? path.join('work_dirs', path.basename(path.resolve(run.dir)));
+      cfg = loadConfig(argv.config ?? 'base', { ...fromPy, ...overrides, output });
+    } else {
+      cfg = loadConfig(argv.config ?? 'tiny', overrides);
+    }
     await initBackend(argv.backend, { workload: 'train' });
     const result = await train(cfg, { resume: argv.resume, quiet: argv.quiet });
     process.stdout.write(`${JSON.stringify(result)}\n`);
