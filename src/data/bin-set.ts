@@ -7,7 +7,7 @@ import { ArcfaceError } from '../errors.ts';
 import { PickleObject, PyTuple, pickle, unpickle } from '../formats/pickle.ts';
 import { decodeImage, resizeRgb, type RgbImage } from './decode.ts';
 import { MemorySource } from './memory-source.ts';
-import { writeFileAtomic } from './atomic.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
 
 export interface VerificationSet {
   /** 2P encoded images (JPEG/PNG bytes). */

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { unzipSync, zipSync, type Zippable } from 'fflate';
+import { writeFileAtomic } from '../util/atomic.ts';
 import { PickleGlobal, PyPersistentId, PyReduce, PyTuple, pickle, unpickle } from './pickle.ts';
 
 export type TorchDType = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
@@ -260,7 +261,5 @@ export function writeTorchStateDict(file: string, tensors: Map<string, TorchTens
     ...files,
     [`${archive}/version`]: [new TextEncoder().encode('3\n'), { level: 0 }],
   });
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, zipped);
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, zipped);
 }

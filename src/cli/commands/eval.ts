@@ -6,12 +6,12 @@ import path from 'node:path';
 import { compileIfEnabled } from '../../backend/ort-infer.ts';
 import { initBackend } from '../../backend/select.ts';
 import { loadBackbone } from '../../convert/load-backbone.ts';
-import { temporaryName } from '../../data/atomic.ts';
 import { readBin } from '../../data/bin-set.ts';
 import { evaluateModel, modelInputSize, prepareVerificationSet, type SetEvaluation } from '../../eval/evaluate-bin.ts';
 import { writeRocPng } from '../../eval/roc-image.ts';
 import { evalJson, formatEvalTable } from '../../eval/table.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { writeFileAtomicWith } from '../../util/atomic.ts';
 
 interface Args {
   model: string;
@@ -70,13 +70,14 @@ const command: CommandModule<object, Args> = {
       }
       if (!argv.json) process.stdout.write(formatEvalTable(rows));
       // Through a temporary name, so an interrupted run never leaves a half-written PNG.
-      const tmp = temporaryName(rocPath) + '.png';
+      let tmpName = '';
       try {
-        await writeRocPng(tmp, rows.map((r) => ({ name: `${r.name} ${r.accuracyMean.toFixed(5)}`, fpr: r.result.fpr, tpr: r.result.tpr })), { title: `ROC ${path.basename(argv.model).slice(0, 40)}` });
-        fs.renameSync(tmp, rocPath);
+        await writeFileAtomicWith(rocPath, (tmp) => {
+          tmpName = tmp;
+          return writeRocPng(tmp, rows.map((r) => ({ name: `${r.name} ${r.accuracyMean.toFixed(5)}`, fpr: r.result.fpr, tpr: r.result.tpr })), { title: `ROC ${path.basename(argv.model).slice(0, 40)}` });
+        });
       } catch (e) {
-        fs.rmSync(tmp, { force: true });
-        throw e instanceof ArcfaceError ? new ArcfaceError(e.message.replace(tmp, rocPath)) : new ArcfaceError(`cannot write the ROC image: ${(e as Error).message}`, rocPath);
+        throw e instanceof ArcfaceError ? new ArcfaceError(tmpName ? e.message.split(tmpName).join(rocPath) : e.message) : new ArcfaceError(`cannot write the ROC image: ${(e as Error).message}`, rocPath);
       }
       process.stderr.write(`arcface: wrote ROC curves to ${rocPath}\n`);
     } finally {

@@ -7,6 +7,7 @@ import { toStateDict } from '../../convert/torch-mapping.ts';
 import { writeTorchStateDict } from '../../formats/torch.ts';
 import { saveModel } from '../../models/io.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { acquireOutputLock, commandLine } from '../../util/lock.ts';
 
 interface Args {
   format: 'tfjs' | 'onnx' | 'pth';
@@ -35,26 +36,35 @@ const command: CommandModule<object, Args> = {
       .example('$0 export --format onnx --model models/r50 --opset 13 --fold-bn --ort-cpu --out r50.onnx', 'fastest on onnxruntime CPU')
       .example('$0 export --format pth --model runs/r50 --out backbone.pth', 'continue in insightface') as never,
   handler: async (argv) => {
-    await initBackend(argv.backend);
-    const { model, spec } = await loadBackbone(argv.model);
+    const lock = acquireOutputLock(argv.out, commandLine('arcface'));
     try {
-      if (argv.format === 'tfjs') {
-        await saveModel(model, argv.out, spec);
-      } else if (argv.format === 'pth') {
-        writeTorchStateDict(argv.out, toStateDict(model));
-      } else {
-        const { writeOnnx } = await import('../../convert/onnx/export.ts');
-        if (argv.opset! < 9 || argv.opset! > 17) throw new ArcfaceError(`--opset ${argv.opset} is outside 9-17`);
-        writeOnnx(argv.out, model, { opset: argv.opset, foldBatchNorm: argv['fold-bn'], embedNormalization: argv['embed-normalization'], ortCpu: argv['ort-cpu'], spec });
-      }
+      await exportModel(argv);
     } finally {
-      model.dispose();
+      lock.release();
     }
-    const bytes = fs.statSync(argv.out).isDirectory()
-      ? fs.readdirSync(argv.out).reduce((a, f) => a + fs.statSync(`${argv.out}/${f}`).size, 0)
-      : fs.statSync(argv.out).size;
-    process.stdout.write(`${JSON.stringify({ format: argv.format, model: argv.model, out: argv.out, bytes, ...(spec ?? {}) })}\n`);
   },
 };
+
+async function exportModel(argv: Args): Promise<void> {
+  await initBackend(argv.backend);
+  const { model, spec } = await loadBackbone(argv.model);
+  try {
+    if (argv.format === 'tfjs') {
+      await saveModel(model, argv.out, spec);
+    } else if (argv.format === 'pth') {
+      writeTorchStateDict(argv.out, toStateDict(model));
+    } else {
+      const { writeOnnx } = await import('../../convert/onnx/export.ts');
+      if (argv.opset! < 9 || argv.opset! > 17) throw new ArcfaceError(`--opset ${argv.opset} is outside 9-17`);
+      writeOnnx(argv.out, model, { opset: argv.opset, foldBatchNorm: argv['fold-bn'], embedNormalization: argv['embed-normalization'], ortCpu: argv['ort-cpu'], spec });
+    }
+  } finally {
+    model.dispose();
+  }
+  const bytes = fs.statSync(argv.out).isDirectory()
+    ? fs.readdirSync(argv.out).reduce((a, f) => a + fs.statSync(`${argv.out}/${f}`).size, 0)
+    : fs.statSync(argv.out).size;
+  process.stdout.write(`${JSON.stringify({ format: argv.format, model: argv.model, out: argv.out, bytes, ...(spec ?? {}) })}\n`);
+}
 
 export default command;

@@ -8,6 +8,7 @@ import { saveModel } from '../../models/io.ts';
 import { countParameters } from '../../models/params.ts';
 import { NETWORKS } from '../../models/factory.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { acquireOutputLock, commandLine } from '../../util/lock.ts';
 
 interface Args {
   from: string;
@@ -32,28 +33,37 @@ const command: CommandModule<object, Args> = {
       .example('$0 import --from model.pt --network r100 --out models/r100', 'say which network it is') as never,
   handler: async (argv) => {
     if (!fs.existsSync(argv.from)) throw new ArcfaceError('no such file', argv.from);
-    await initBackend(argv.backend);
-    const ext = path.extname(argv.from).toLowerCase();
-    if (ext === '.onnx') {
-      const { importOnnx } = await import('../../convert/onnx/index.ts');
-      const imported = await importOnnx(argv.from);
-      await saveModel(imported.model, argv.out);
-      const o = imported.model.outputs[0]!.shape;
-      const summary = { from: argv.from, out: argv.out, inputNCHW: imported.inputShapeNCHW, embeddingSize: o[o.length - 1], normalisationBuiltIn: imported.normalisationBuiltIn, parameters: countParameters(imported.model), customLayers: imported.customLayerCount };
-      process.stdout.write(`${JSON.stringify(summary)}\n`);
-      imported.model.dispose();
-      return;
+    const lock = acquireOutputLock(argv.out, commandLine('arcface'));
+    try {
+      await importModel(argv);
+    } finally {
+      lock.release();
     }
-    const { model, spec } = importTorch(argv.from, {
-      network: argv.network,
-      embeddingSize: argv['embedding-size'],
-      inputSize: argv['input-size'],
-    });
-    await saveModel(model, argv.out, spec);
-    const summary = { from: argv.from, out: argv.out, ...spec, parameters: countParameters(model) };
-    process.stdout.write(`${JSON.stringify(summary)}\n`);
-    model.dispose();
   },
 };
+
+async function importModel(argv: Args): Promise<void> {
+  await initBackend(argv.backend);
+  const ext = path.extname(argv.from).toLowerCase();
+  if (ext === '.onnx') {
+    const { importOnnx } = await import('../../convert/onnx/index.ts');
+    const imported = await importOnnx(argv.from);
+    await saveModel(imported.model, argv.out);
+    const o = imported.model.outputs[0]!.shape;
+    const summary = { from: argv.from, out: argv.out, inputNCHW: imported.inputShapeNCHW, embeddingSize: o[o.length - 1], normalisationBuiltIn: imported.normalisationBuiltIn, parameters: countParameters(imported.model), customLayers: imported.customLayerCount };
+    process.stdout.write(`${JSON.stringify(summary)}\n`);
+    imported.model.dispose();
+    return;
+  }
+  const { model, spec } = importTorch(argv.from, {
+    network: argv.network,
+    embeddingSize: argv['embedding-size'],
+    inputSize: argv['input-size'],
+  });
+  await saveModel(model, argv.out, spec);
+  const summary = { from: argv.from, out: argv.out, ...spec, parameters: countParameters(model) };
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
+  model.dispose();
+}
 
 export default command;

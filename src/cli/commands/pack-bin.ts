@@ -3,6 +3,7 @@ import type { CommandModule } from 'yargs';
 import { writeBin } from '../../data/bin-set.ts';
 import { buildVerificationSet, parsePairs, type PairsFormat } from '../../data/pairs.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { withOutputLock, commandLine } from '../../util/lock.ts';
 
 interface Args {
   pairs: string;
@@ -31,9 +32,12 @@ const command: CommandModule<object, Args> = {
   handler: async (argv) => {
     if (!Number.isInteger(argv.size) || argv.size < 8) throw new ArcfaceError(`--size must be an integer >= 8, got ${argv.size}`);
     if (!argv.out.endsWith('.bin')) process.stderr.write(`arcface: warning: ${argv.out} does not end in .bin\n`);
-    const { pairs, format } = parsePairs(argv.pairs, { root: argv.root, ext: argv.ext, format: argv.format });
-    const { set, reencoded } = await buildVerificationSet(pairs, argv.pairs, { size: argv.size, quality: argv.quality });
-    writeBin(argv.out, set);
+    const { pairs, format, set, reencoded } = await withOutputLock(argv.out, commandLine('arcface'), async () => {
+      const { pairs, format } = parsePairs(argv.pairs, { root: argv.root, ext: argv.ext, format: argv.format });
+      const built = await buildVerificationSet(pairs, argv.pairs, { size: argv.size, quality: argv.quality });
+      writeBin(argv.out, built.set);
+      return { pairs, format, ...built };
+    });
     const same = set.issame.filter(Boolean).length;
     process.stderr.write(`arcface: wrote ${argv.out}: ${pairs.length} pairs (${same} same, ${pairs.length - same} different), ${reencoded} images re-encoded\n`);
     process.stdout.write(`${JSON.stringify({ out: argv.out, format, pairs: pairs.length, same, different: pairs.length - same, images: set.images.length, reencoded })}\n`);

@@ -1,9 +1,11 @@
 // `arcface pack`: an image folder (one sub-folder per identity) -> train.rec / train.idx / property.
 import type { CommandModule } from 'yargs';
 import { SingleBar, Presets } from 'cli-progress';
-import { packFolder } from '../../data/pack-folder.ts';
+import { existingPack, packFolder } from '../../data/pack-folder.ts';
 import type { PackLayout } from '../../data/pack-writer.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { sweepTemporaries } from '../../util/atomic.ts';
+import { acquireOutputLock, commandLine } from '../../util/lock.ts';
 
 interface Args {
   folder: string;
@@ -32,6 +34,13 @@ const command: CommandModule<object, Args> = {
     if (!Number.isInteger(argv.size) || argv.size < 8) throw new ArcfaceError(`--size must be an integer >= 8, got ${argv.size}`);
     if (!Number.isInteger(argv.quality) || argv.quality < 1 || argv.quality > 100) throw new ArcfaceError(`--quality must be 1..100, got ${argv.quality}`);
     const bar = argv.progress && process.stderr.isTTY ? new SingleBar({ stream: process.stderr, format: 'pack [{bar}] {value}/{total} images | {eta_formatted} left' }, Presets.shades_classic) : null;
+    const lock = acquireOutputLock(argv.out, commandLine('arcface'));
+    sweepTemporaries(argv.out);
+    const existing = argv.force ? undefined : existingPack(argv.out);
+    if (existing) {
+      lock.release();
+      throw new ArcfaceError('already exists (pass --force to replace it)', existing);
+    }
     const controller = new AbortController();
     const onSignal = (): void => controller.abort();
     process.once('SIGINT', onSignal);
@@ -65,6 +74,7 @@ const command: CommandModule<object, Args> = {
       );
     } finally {
       bar?.stop();
+      lock.release();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }

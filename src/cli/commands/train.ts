@@ -4,6 +4,9 @@ import { initBackend } from '../../backend/select.ts';
 import { loadConfig, type TrainConfig } from '../../train/config.ts';
 import { train } from '../../train/loop.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { sweepTemporaries } from '../../util/atomic.ts';
+import { acquireOutputLock, commandLine } from '../../util/lock.ts';
+import path from 'node:path';
 
 interface Args {
   config: string;
@@ -72,9 +75,16 @@ const command: CommandModule<object, Args> = {
       ...(argv['skip-corrupt'] !== undefined ? { skip_corrupt: argv['skip-corrupt'] } : {}),
     };
     const cfg = loadConfig(argv.config, overrides);
-    await initBackend(argv.backend, { workload: 'train' });
-    const result = await train(cfg, { resume: argv.resume, quiet: argv.quiet });
-    process.stdout.write(`${JSON.stringify(result)}\n`);
+    // One run per output folder; what killed runs left there (checkpoint or model temporaries) goes now.
+    const lock = acquireOutputLock(cfg.output, commandLine('arcface'));
+    try {
+      for (const d of [cfg.output, path.join(cfg.output, 'best')]) sweepTemporaries(d);
+      await initBackend(argv.backend, { workload: 'train' });
+      const result = await train(cfg, { resume: argv.resume, quiet: argv.quiet });
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+    } finally {
+      lock.release();
+    }
   },
 };
 

@@ -4,7 +4,7 @@
 import type * as tf from '@tensorflow/tfjs';
 import fs from 'node:fs';
 import { ArcfaceError } from '../../errors.ts';
-import { writeFileAtomic } from '../../data/atomic.ts';
+import { writeFileAtomic } from '../../util/atomic.ts';
 import type { BackboneSpec } from '../../models/factory.ts';
 import { specOf } from '../../models/io.ts';
 import { GraphBuilder, MAX_OPSET, MIN_OPSET, type ValueInfo } from './export-builder.ts';
@@ -121,6 +121,6 @@ export function writeOnnx(file: string, model: tf.LayersModel, opts: ExportOnnxO
   try {
     writeFileAtomic(file, bytes);
   } catch (e) {
-    throw new ArcfaceError(`cannot write ONNX file: ${(e as Error).message}`, file);
+    throw e instanceof ArcfaceError ? e : new ArcfaceError(`cannot write ONNX file: ${(e as Error).message}`, file);
   }
 }
