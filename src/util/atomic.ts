@@ -103,7 +103,9 @@ function fsyncTree(dir: string): void {
 /** System errors (ENOSPC, EACCES, ...) become ArcfaceErrors about the final name; others pass through. */
 function writeError(e: unknown, final: string, tmp: string): unknown {
   if (e instanceof ArcfaceError || !(e instanceof Error) || !('code' in e)) return e;
-  return new ArcfaceError(`cannot write: ${e.message.split(tmp).join(final)}`, final);
+  // Node appends the syscall and the (temporary) path: `ENOSPC: no space left on device, write '<tmp>'`.
+  const reason = e.message.split(tmp).join(final).replace(/, \w+ '[^']*'( -> '[^']*')?$/, '');
+  return new ArcfaceError(`cannot write: ${reason}`, final);
 }
 
 /** Writes `file` through a temporary: `file` is the previous content or the complete new one, never a part. */
