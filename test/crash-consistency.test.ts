@@ -105,8 +105,11 @@ test('pack killed at any moment: the previous pack or the new one, never a new .
   const old = packState(out);
   const kills: KillResult[] = [];
   const snapshots: string[] = [];
-  for (const delayMs of delays(4, 400)) {
-    const k = await killDuringWrite(['pack', b, '--out', out, '--force', '--no-progress'], { dir: out, match: isTemporaryOf('train.rec'), delayMs });
+  // While images are written to the .rec; when the .idx is written (finish); when the commit starts.
+  const journal = (n: string, pid: number): boolean => n === `.property.commit-${HOST}-${pid}`;
+  const moments = [...delays(3, 400).map((delayMs) => ({ match: isTemporaryOf('train.rec'), delayMs })), { match: isTemporaryOf('train.idx'), delayMs: 0 }, { match: journal, delayMs: 0 }];
+  for (const { match, delayMs } of moments) {
+    const k = await killDuringWrite(['pack', b, '--out', out, '--force', '--no-progress'], { dir: out, match, delayMs });
     kills.push(k);
     snapshots.push(packState(out, k));
     assertStaleLock(out, k);
@@ -148,8 +151,9 @@ test('pack-bin killed at any moment: the previous .bin or the new one', async ()
       return false;
     }
   };
-  for (const delayMs of delays(4, 250)) {
-    const k = await killDuringWrite(['pack-bin', '--pairs', pb, '--root', root, '--out', out], { dir: tmp, match: lockedBy, delayMs });
+  const moments = [...delays(3, 250).map((delayMs) => ({ match: lockedBy, delayMs })), { match: isTemporaryOf('set.bin'), delayMs: 0 }];
+  for (const { match, delayMs } of moments) {
+    const k = await killDuringWrite(['pack-bin', '--pairs', pb, '--root', root, '--out', out], { dir: tmp, match, delayMs });
     kills.push(k);
     snapshots.push(sha(read(out)));
     assertStaleLock(out, k);
@@ -257,6 +261,7 @@ test('train killed while writing a checkpoint: checkpoint/ is the previous one o
     }
     assertStaleLock(out, k);
   }
+  process.stderr.write(`# train: checkpoint step after each kill ${steps.join(', ')}; ${kills.map((k) => (k.inWrite ? 'killed in write' : 'killed')).join(', ')}\n`);
   assert.ok(kills.some((k) => k.inWrite));
   const r = await runCli(args(2));
   assert.equal(r.code, 0, r.stderr);

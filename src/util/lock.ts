@@ -110,7 +110,7 @@ export function acquireOutputLock(output: string, command: string, opts: Acquire
     if (other === 'gone') continue;
     if (other && (other.host !== HOST || other.pid === process.pid || isProcessAlive(other.pid))) {
       const who = other.pid === process.pid && other.host === HOST ? 'this process' : 'another process';
-      throw new ArcfaceError(`is being written by ${who}: ${describe(other)}; lock file ${file}`, output);
+      throw new ArcfaceError(`${output}: is being written by ${who}: ${describe(other)}; lock file ${file}`, output);
     }
     if (!other) {
       let age = 0;
