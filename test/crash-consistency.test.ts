@@ -26,6 +26,9 @@ import { sharedFixture, skipUnlessFixture } from './helpers/fixtures.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'arcface-crash-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+// ARCFACE_CRASH_ROUNDS=n kills each command n times more often (at other seeded delays); the default
+// keeps the file near two minutes.
+const ROUNDS = Math.max(1, Number(process.env.ARCFACE_CRASH_ROUNDS ?? 1));
 const random = seeded(Number(process.env.ARCFACE_CRASH_SEED ?? 11));
 const sha = (b: Uint8Array | string): string => createHash('sha256').update(b).digest('hex').slice(0, 16);
 const read = (f: string): Buffer => fs.readFileSync(f);
@@ -37,7 +40,7 @@ const isTemporaryOf = (final: string) => (n: string, pid: number): boolean => {
 };
 
 /** Delays after the temporary appears: at once, and spread over a write of a few to a few hundred ms. */
-const delays = (n: number, maxMs: number): number[] => [0, ...Array.from({ length: n - 1 }, () => Math.round(random() * maxMs))];
+const delays = (n: number, maxMs: number): number[] => [0, ...Array.from({ length: n * ROUNDS - 1 }, () => Math.round(random() * maxMs))];
 
 before(async () => {
   await initBackend('cpu', { quiet: true });
@@ -107,7 +110,7 @@ test('pack killed at any moment: the previous pack or the new one, never a new .
   const snapshots: string[] = [];
   // While images are written to the .rec; when the .idx is written (finish); when the commit starts.
   const journal = (n: string, pid: number): boolean => n === `.property.commit-${HOST}-${pid}`;
-  const moments = [...delays(3, 400).map((delayMs) => ({ match: isTemporaryOf('train.rec'), delayMs })), { match: isTemporaryOf('train.idx'), delayMs: 0 }, { match: journal, delayMs: 0 }];
+  const moments = [...delays(1, 400).map((delayMs) => ({ match: isTemporaryOf('train.rec'), delayMs })), { match: isTemporaryOf('train.idx'), delayMs: 0 }, { match: journal, delayMs: 0 }];
   for (const { match, delayMs } of moments) {
     const k = await killDuringWrite(['pack', b, '--out', out, '--force', '--no-progress'], { dir: out, match, delayMs });
     kills.push(k);
@@ -151,7 +154,7 @@ test('pack-bin killed at any moment: the previous .bin or the new one', async ()
       return false;
     }
   };
-  const moments = [...delays(3, 250).map((delayMs) => ({ match: lockedBy, delayMs })), { match: isTemporaryOf('set.bin'), delayMs: 0 }];
+  const moments = [...delays(1, 250).map((delayMs) => ({ match: lockedBy, delayMs })), { match: isTemporaryOf('set.bin'), delayMs: 0 }];
   for (const { match, delayMs } of moments) {
     const k = await killDuringWrite(['pack-bin', '--pairs', pb, '--root', root, '--out', out], { dir: tmp, match, delayMs });
     kills.push(k);
@@ -190,7 +193,7 @@ test('import and export (tfjs, onnx, pth) killed at any moment: the previous out
   let old = modelState(out);
   let kills: KillResult[] = [];
   let snapshots: string[] = [];
-  for (const delayMs of delays(3, 40)) {
+  for (const delayMs of delays(2, 40)) {
     const k = await killDuringWrite(['import', '--from', mbf, '--out', out], { dir: models, match: isTemporaryOf('m'), delayMs });
     kills.push(k);
     snapshots.push(modelState(out, k));
@@ -221,7 +224,7 @@ test('import and export (tfjs, onnx, pth) killed at any moment: the previous out
     old = c.state(file);
     kills = [];
     snapshots = [];
-    for (const delayMs of delays(2, c.maxMs)) {
+    for (const delayMs of delays(1, c.maxMs)) {
       const k = await killDuringWrite(['export', '--format', c.format, '--model', out, '--out', file], { dir: exportsDir, match: isTemporaryOf(c.name), delayMs });
       kills.push(k);
       snapshots.push(c.format === 'tfjs' ? modelState(file, k) : c.state(file));
@@ -245,7 +248,8 @@ test('train killed while writing a checkpoint: checkpoint/ is the previous one o
   ];
   const steps: number[] = [];
   const kills: KillResult[] = [];
-  for (const [nth, delayMs] of [[1, 0], [2, Math.round(random() * 60)], [2, 0]] as const) {
+  const moments = [[1, 0], ...Array.from({ length: ROUNDS }, () => [2, Math.round(random() * 60)])] as [number, number][];
+  for (const [nth, delayMs] of moments) {
     const k = await killDuringWrite(args(20), { dir: out, match: isTemporaryOf('checkpoint'), nth, delayMs });
     kills.push(k);
     assert.ok(k.killed, `killed before the end: ${k.stderr}`);
