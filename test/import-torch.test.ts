@@ -124,7 +124,7 @@ test('bad input: truncated .pth, wrong --network, not a backbone', { skip: skipU
     assert.match(r.stderr, message);
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
     assert.equal(fs.existsSync(out), false, 'no output directory');
-    assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')), [], 'no temporary leftovers');
+    assert.deepEqual(fs.readdirSync(tmp).filter((f) => /\.(partial|old|commit)-|\.tmp-|\.lock$/.test(f)), [], 'no temporary leftovers');
   }
 });
 
