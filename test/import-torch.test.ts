@@ -10,7 +10,8 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
 import { importTorch } from '../src/convert/import-torch.ts';
 import { readNpy } from '../src/formats/npy.ts';
-import { readTorchStateDict, writeTorchStateDict } from '../src/formats/torch.ts';
+import { readTorchStateDict } from '../src/formats/torch.ts';
+import { writeTorchStateDict } from '../src/formats/torch-write.ts';
 import { toStateDict } from '../src/convert/torch-mapping.ts';
 import { tapModel } from '../src/models/taps.ts';
 import { saveModel } from '../src/models/io.ts';
@@ -124,7 +125,7 @@ test('bad input: truncated .pth, wrong --network, not a backbone', { skip: skipU
     assert.match(r.stderr, message);
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
     assert.equal(fs.existsSync(out), false, 'no output directory');
-    assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')), [], 'no temporary leftovers');
+    assert.deepEqual(fs.readdirSync(tmp).filter((f) => /\.(partial|old|commit)-|\.tmp-|\.lock$/.test(f)), [], 'no temporary leftovers');
   }
 });
 

@@ -7,7 +7,7 @@ import { ArcfaceError } from '../errors.ts';
 import { parseBin, serialiseBin, type VerificationSet } from './bin-bytes.ts';
 import { decodeImage, resizeRgb, type RgbImage } from './decode.ts';
 import { MemorySource } from './memory-source.ts';
-import { writeFileAtomic } from './atomic.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
 
 export { parseBin, serialiseBin, type VerificationSet };
 

@@ -1,6 +1,7 @@
 // An image folder (one sub-folder per identity) -> train.rec/.idx/property. Unreadable images are skipped
 // and listed; identities left with no image are dropped so class ids stay dense.
 import fs from 'node:fs';
+import path from 'node:path';
 import { ArcfaceError } from '../errors.ts';
 import { ImageDecodeError } from './decode.ts';
 import { ImageFolderSource } from './folder-source.ts';
@@ -31,13 +32,19 @@ export interface PackFolderResult extends PackSummary {
   classes: string[];
 }
 
+/** The first file of a pack already in `out` (train.rec, train.idx or property), if there is one. */
+export function existingPack(out: string): string | undefined {
+  return ['train.rec', 'train.idx', 'property'].map((f) => path.join(out, f)).find((f) => fs.existsSync(f));
+}
+
 export async function packFolder(root: string, o: PackFolderOptions): Promise<PackFolderResult> {
   const size = o.size ?? 112;
   const src = new ImageFolderSource(root);
   const writer = new PackWriter(o.out, o.layout ?? 'insightface');
-  if (!o.force && fs.existsSync(writer.files.rec)) {
+  const existing = o.force ? undefined : existingPack(o.out);
+  if (existing) {
     writer.abort();
-    throw new ArcfaceError(`${writer.files.rec} already exists (the \`force\` option replaces it)`);
+    throw new ArcfaceError('already exists (the `force` option replaces it)', existing);
   }
   const skipped: PackFolderResult['skipped'] = src.ignored.map((file) => ({ file, reason: 'not an image file (extension)' }));
   for (const s of skipped) o.onSkip?.(s.file, s.reason);

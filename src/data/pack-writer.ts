@@ -1,6 +1,6 @@
 // Writes a training pack (train.rec, train.idx, property) that MXNet and insightface read. All three
-// files are written under temporary names and renamed only by finish(), so an interrupted pack leaves
-// nothing that looks complete.
+// files are written under temporary names and published together by finish() (an AtomicFileSet), so a
+// pack killed at any moment leaves the previous pack or none, never a new .rec beside an old .idx.
 //
 // insightface layout (as its RecBuilder writes MS1M/Glint packs): images are keys 1..N with scalar labels,
 // grouped by identity; then one identity record per class (keys N+1..N+C, label [first key, end key));
@@ -8,9 +8,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ArcfaceError } from '../errors.ts';
-import { temporaryName } from './atomic.ts';
 import { packRecord } from './irheader.ts';
 import { RecordIOWriter, writeIdx, type IdxEntry } from './recordio.ts';
+import { AtomicFileSet } from '../util/atomic.ts';
 
 export type PackLayout = 'insightface' | 'plain';
 
@@ -25,6 +25,7 @@ export interface PackSummary {
 export class PackWriter {
   readonly files: { rec: string; idx: string; property: string };
   private readonly tmp: { rec: string; idx: string; property: string };
+  private readonly set: AtomicFileSet;
   private readonly writer: RecordIOWriter;
   private readonly idx: IdxEntry[] = [];
   /** [first key, end key) per class, in class order. */
@@ -37,7 +38,10 @@ export class PackWriter {
   constructor(readonly dir: string, readonly layout: PackLayout = 'insightface', name = 'train') {
     fs.mkdirSync(dir, { recursive: true });
     this.files = { rec: path.join(dir, `${name}.rec`), idx: path.join(dir, `${name}.idx`), property: path.join(dir, 'property') };
-    this.tmp = { rec: temporaryName(this.files.rec), idx: temporaryName(this.files.idx), property: temporaryName(this.files.property) };
+    // property last: its presence marks a finished pack.
+    this.set = new AtomicFileSet([this.files.rec, this.files.idx, this.files.property]);
+    const [rec, idx, property] = this.set.temporaries as [string, string, string];
+    this.tmp = { rec, idx, property };
     this.writer = new RecordIOWriter(this.tmp.rec);
   }
 
@@ -84,10 +88,7 @@ export class PackWriter {
       this.writer.close();
       writeIdx(this.tmp.idx, this.idx);
       fs.writeFileSync(this.tmp.property, `${numClasses},${opts.height},${opts.width}`);
-      // property last: its presence marks a finished pack.
-      fs.renameSync(this.tmp.rec, this.files.rec);
-      fs.renameSync(this.tmp.idx, this.files.idx);
-      fs.renameSync(this.tmp.property, this.files.property);
+      this.set.commit();
     } catch (e) {
       this.abort();
       throw e;
@@ -100,6 +101,6 @@ export class PackWriter {
   abort(): void {
     this.done = true;
     this.writer.abort();
-    for (const f of [this.tmp.idx, this.tmp.property]) fs.rmSync(f, { force: true });
+    this.set.abort();
   }
 }

@@ -8,7 +8,7 @@ import { train, type TrainResult } from '../train/loop.ts';
 import { buildBackbone } from '../models/factory.ts';
 import { loadModel, saveModel } from '../models/io.ts';
 import { evaluateModel, prepareVerificationSet, type SetEvaluation } from '../eval/evaluate-bin.ts';
-import { writeOnnx } from '../onnx/export.ts';
+import { writeOnnx } from '../onnx/write.ts';
 import { makeDemoDataset, type DemoDatasetSummary } from './make-dataset.ts';
 
 export interface DemoOptions {

@@ -246,17 +246,9 @@ export interface TorchTensorOut {
   data: Float32Array | BigInt64Array;
 }
 
-/**
- * Writes a state dict as torch.save would (zip, archive folder named after the file), atomically.
- * Float32Array -> FloatStorage, BigInt64Array -> LongStorage.
- */
-export function writeTorchStateDict(file: string, tensors: Map<string, TorchTensorOut>): void {
-  const fs = nodeFs(file);
-  const archive = file.split(/[\\/]/).pop()!.replace(/\.[^.]*$/, '').replace(/[^A-Za-z0-9_]/g, '_') || 'archive';
-  const zipped = serialiseTorchStateDict(tensors, archive);
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, zipped);
-  fs.renameSync(tmp, file);
+/** torch.save's archive folder name for a file: its name without extension, as a Python identifier. */
+export function torchArchiveName(file: string): string {
+  return file.split(/[\\/]/).pop()!.replace(/\.[^.]*$/, '').replace(/[^A-Za-z0-9_]/g, '_') || 'archive';
 }
 
 /** The bytes of a torch.save zip of `tensors` (what writeTorchStateDict writes), archive folder `archive`. */
@@ -369,13 +361,11 @@ export function readTorchObject(file: string): unknown {
 }
 
 /**
- * Writes any value as torch.save would, atomically: Map -> dict, TorchOrderedDict -> OrderedDict, arrays ->
+ * The bytes torch.save writes for any value: Map -> dict, TorchOrderedDict -> OrderedDict, arrays ->
  * lists, PyTuple -> tuple, PyFloat -> float, numbers/strings/booleans/null as themselves, and
  * {shape, data} (Float32Array -> FloatStorage, BigInt64Array -> LongStorage) -> tensors.
  */
-export function writeTorchObject(file: string, value: unknown): void {
-  const fs = nodeFs(file);
-  const archive = file.split(/[\\/]/).pop()!.replace(/\.[^.]*$/, '').replace(/[^A-Za-z0-9_]/g, '_') || 'archive';
+export function serialiseTorchObject(value: unknown, archive = 'archive'): Uint8Array {
   const files: Zippable = {};
   let key = 0;
   const rebuild = new PickleGlobal('torch._utils', '_rebuild_tensor_v2');
@@ -414,7 +404,5 @@ export function writeTorchObject(file: string, value: unknown): void {
     ...files,
     [`${archive}/version`]: [new TextEncoder().encode('3\n'), { level: 0 }],
   });
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, zipped);
-  fs.renameSync(tmp, file);
+  return zipped;
 }

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ArcfaceError } from '../errors.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
 import { arcfaceTemplate } from './align.ts';
 import { readOnnxModel } from '../convert/onnx/reader.ts';
 
@@ -91,14 +92,7 @@ export function readCard(model: string): ModelCard | undefined {
 
 export function writeCard(model: string, card: ModelCard): string {
   const file = cardPath(model);
-  const tmp = `${file}.tmp-${process.pid}`;
-  try {
-    fs.writeFileSync(tmp, `${JSON.stringify(card, null, 2)}\n`);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw new ArcfaceError(`cannot write the model card (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, file);
-  }
+  writeFileAtomic(file, `${JSON.stringify(card, null, 2)}\n`);
   return file;
 }
 

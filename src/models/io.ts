@@ -1,9 +1,11 @@
 // Saving and loading tfjs layers models on disk (`model.json` + `weights.bin`) without tfjs-node, in the
 // standard layout that tfjs-node's `file://` handler and `tf.loadLayersModel` over http also read.
-// Writes go to a temporary sibling directory that is renamed into place, so a failed save leaves nothing.
+// saveModel builds the directory under a temporary name and switches it in (writeFolderAtomic), so a failed
+// or killed save leaves the previous model or none.
 import * as tf from '@tensorflow/tfjs';
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeFolderAtomic } from '../util/atomic.ts';
 import type { BackboneSpec } from './factory.ts';
 import './grouped-conv.ts'; // registers the custom layer before any model.json is parsed
 
@@ -19,43 +21,35 @@ export class ModelFileError extends Error {
   }
 }
 
-/** Writes `dir` atomically (built in `dir.tmp-<pid>`, then renamed over any previous `dir`). */
-export async function writeDirAtomically(dir: string, fill: (tmp: string) => Promise<void> | void): Promise<void> {
-  const tmp = `${dir.replace(/[\\/]+$/, '')}.tmp-${process.pid}`;
-  fs.rmSync(tmp, { recursive: true, force: true });
-  fs.mkdirSync(tmp, { recursive: true });
-  try {
-    await fill(tmp);
-    if (fs.existsSync(dir)) fs.rmSync(dir, { recursive: true, force: true });
-    fs.renameSync(tmp, dir);
-  } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
-}
-
 /** Saves a model as `dir/model.json` + `dir/weights.bin`, with the backbone spec in its user metadata. */
 export async function saveModel(model: tf.LayersModel, dir: string, spec?: BackboneSpec): Promise<void> {
+  await writeFolderAtomic(dir, (tmp) => writeModelFiles(model, tmp, spec));
+}
+
+/**
+ * Writes `dir/model.json` + `dir/weights.bin` in place (creating `dir`), for writers that make a larger
+ * folder atomic themselves (checkpoints). saveModel is the atomic form.
+ */
+export async function writeModelFiles(model: tf.LayersModel, dir: string, spec?: BackboneSpec): Promise<void> {
   if (spec) model.setUserDefinedMetadata({ ...(model.getUserDefinedMetadata() ?? {}), arcface: spec as unknown as object });
-  await writeDirAtomically(dir, async (tmp) => {
-    await model.save(
-      tf.io.withSaveHandler(async (a) => {
-        const weightData = a.weightData as ArrayBuffer | ArrayBuffer[] | undefined;
-        const weights = Array.isArray(weightData) ? Buffer.concat(weightData.map((b) => Buffer.from(b))) : Buffer.from(weightData ?? new ArrayBuffer(0));
-        const json = {
-          format: a.format ?? 'layers-model',
-          generatedBy: a.generatedBy,
-          convertedBy: 'arcface-ts',
-          modelTopology: a.modelTopology,
-          userDefinedMetadata: a.userDefinedMetadata,
-          weightsManifest: [{ paths: [WEIGHTS_BIN], weights: a.weightSpecs ?? [] }],
-        };
-        fs.writeFileSync(path.join(tmp, WEIGHTS_BIN), weights);
-        fs.writeFileSync(path.join(tmp, MODEL_JSON), JSON.stringify(json));
-        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON', weightDataBytes: weights.length } };
-      }),
-    );
-  });
+  fs.mkdirSync(dir, { recursive: true });
+  await model.save(
+    tf.io.withSaveHandler(async (a) => {
+      const weightData = a.weightData as ArrayBuffer | ArrayBuffer[] | undefined;
+      const weights = Array.isArray(weightData) ? Buffer.concat(weightData.map((b) => Buffer.from(b))) : Buffer.from(weightData ?? new ArrayBuffer(0));
+      const json = {
+        format: a.format ?? 'layers-model',
+        generatedBy: a.generatedBy,
+        convertedBy: 'arcface-ts',
+        modelTopology: a.modelTopology,
+        userDefinedMetadata: a.userDefinedMetadata,
+        weightsManifest: [{ paths: [WEIGHTS_BIN], weights: a.weightSpecs ?? [] }],
+      };
+      fs.writeFileSync(path.join(dir, WEIGHTS_BIN), weights);
+      fs.writeFileSync(path.join(dir, MODEL_JSON), JSON.stringify(json));
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON', weightDataBytes: weights.length } };
+    }),
+  );
 }
 
 /** The model.json and weights of a saved model directory (or of a model.json path). */

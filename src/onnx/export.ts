@@ -3,7 +3,7 @@
 // (x - 127.5) / 127.5 normalisation for raw 0..255 input, and the backbone spec in metadata_props.
 import type * as tf from '@tensorflow/tfjs';
 import { ArcfaceError } from '../errors.ts';
-import { nodeBuiltin, nodeFs } from '../node-builtins.ts';
+import { nodeBuiltin } from '../node-builtins.ts';
 import type { BackboneSpec } from '../models/factory.ts';
 import { specOf } from '../models/io-memory.ts';
 import { GraphBuilder, MAX_OPSET, MIN_OPSET, type ValueInfo } from './builder.ts';
@@ -116,19 +116,4 @@ export function exportOnnx(model: tf.LayersModel, opts: ExportOnnxOptions = {}):
     producerVersion: producerVersion(),
     docString: `arcface-ts ${spec.network} backbone, ${spec.embeddingSize}-d raw embedding (not L2-normalised)`,
   });
-}
-
-/** Exports and writes `file` atomically (a temporary name renamed into place). */
-export function writeOnnx(file: string, model: tf.LayersModel, opts: ExportOnnxOptions = {}): void {
-  const bytes = exportOnnx(model, { label: file, ...opts });
-  const fs = nodeFs(file);
-  // As data/atomic.ts's writeFileAtomic (not imported: this module also runs in browsers).
-  const tmp = `${file.replace(/[^\\/]*$/, '')}.${file.split(/[\\/]/).pop()}.partial-${process.pid}`;
-  try {
-    fs.writeFileSync(tmp, bytes);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw new ArcfaceError(`cannot write ONNX file: ${(e as Error).message}`, file);
-  }
 }

@@ -1,11 +1,13 @@
 // Training checkpoints: everything needed to continue a run exactly — the backbone (a tfjs layers model,
 // BN running statistics included), the Partial FC centres, the optimiser buffers, the iteration, the
-// data-order position and the sampler's random state. Written to a temporary directory and renamed.
+// data-order position and the sampler's random state. Built in a temporary folder and switched in
+// (writeFolderAtomic), so a kill during a save leaves the previous checkpoint or none.
 import fs from 'node:fs';
 import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { ArcfaceError } from '../errors.ts';
-import { saveModel, loadModel, writeDirAtomically } from '../models/io.ts';
+import { loadModel, writeModelFiles } from '../models/io.ts';
+import { writeFolderAtomic } from '../util/atomic.ts';
 import type { BackboneSpec } from '../models/factory.ts';
 import type { OptimizerState, ParamState } from './optimizers.ts';
 import type { TrainConfig } from './config.ts';
@@ -65,7 +67,7 @@ export interface CheckpointContents {
 
 /** Writes a checkpoint directory atomically (replacing an older one at the same path). */
 export async function saveCheckpoint(dir: string, c: Omit<CheckpointContents, 'head'> & { head: { shape: number[]; data: Float32Array } }): Promise<void> {
-  await writeDirAtomically(dir, async (tmp) => {
+  await writeFolderAtomic(dir, async (tmp) => {
     const chunks: Float32Array[] = [];
     let offset = 0;
     const push = (a: Float32Array): number => {
@@ -97,7 +99,7 @@ export async function saveCheckpoint(dir: string, c: Omit<CheckpointContents, 'h
     } finally {
       fs.closeSync(fd);
     }
-    await saveModel(c.backbone, path.join(tmp, BACKBONE), c.spec);
+    await writeModelFiles(c.backbone, path.join(tmp, BACKBONE), c.spec);
     fs.writeFileSync(path.join(tmp, STATE), JSON.stringify(state));
   });
 }

@@ -7,7 +7,8 @@ import { ArcfaceError } from '../errors.ts';
 import { createTrainLoader } from '../data/loader.ts';
 import { openTrainingSource } from '../data/open-source.ts';
 import { buildBackbone, type BackboneSpec } from '../models/factory.ts';
-import { GENERIC_NETWORK, saveModel, writeDirAtomically } from '../models/io.ts';
+import { GENERIC_NETWORK, saveModel } from '../models/io.ts';
+import { writeFileAtomic, writeFolderAtomic } from '../util/atomic.ts';
 import { adaptStandardInput, describeInput, inputConventionOf, setInputConvention } from '../models/input-convention.ts';
 import { PartialFC } from '../losses/partial-fc.ts';
 import { formatAccuracyFlip } from '../eval/verification.ts';
@@ -222,7 +223,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
   }
 
   fs.mkdirSync(cfg.output, { recursive: true });
-  fs.writeFileSync(path.join(cfg.output, 'config.json'), `${JSON.stringify(cfg, null, 2)}\n`);
+  writeFileAtomic(path.join(cfg.output, 'config.json'), `${JSON.stringify(cfg, null, 2)}\n`);
   const log = new ProgressLog(path.join(cfg.output, 'train.jsonl'), { quiet: opts.quiet, total: lastStep, stepsPerEpoch, batchSize: cfg.batch_size });
   log.event({ type: 'start', step: pos.step, totalSteps, lastStep, stepsPerEpoch, numClasses, numImage, backend: tf.getBackend(), spec, resumedFrom: opts.resume ?? null });
 
@@ -348,7 +349,7 @@ export async function train(cfg: TrainConfig, opts: TrainOptions = {}): Promise<
         // epoch end; a copy is kept because arcface_torch can only continue from an epoch boundary
         await checkpoint();
         if (savedAt === pos.step && lastCheckpoint === checkpointDir && epochSavedAt !== pos.step) {
-          await writeDirAtomically(path.join(cfg.output, EPOCH_CHECKPOINT), (tmp) => fs.cpSync(checkpointDir, tmp, { recursive: true }));
+          await writeFolderAtomic(path.join(cfg.output, EPOCH_CHECKPOINT), (tmp) => fs.cpSync(checkpointDir, tmp, { recursive: true }));
           epochSavedAt = pos.step;
         }
       }

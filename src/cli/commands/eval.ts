@@ -6,7 +6,6 @@ import path from 'node:path';
 import { compileIfEnabled } from '../../ort/infer.ts';
 import { initBackend } from '../../backend/select.ts';
 import { loadBackbone } from '../../convert/load-backbone.ts';
-import { temporaryName } from '../../data/atomic.ts';
 import { readBin } from '../../data/bin-set.ts';
 import { evaluateModel, modelInputSize, prepareVerificationSet, type SetEvaluation } from '../../eval/evaluate-bin.ts';
 import { writeRocImage } from '../../eval/roc-image.ts';
@@ -15,6 +14,7 @@ import { defaultCard, readCard, withThresholds, writeCard } from '../../infer/ca
 import { evalJson, formatEvalTable } from '../../eval/table.ts';
 import { formatAccuracyFlip } from '../../eval/verification.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { writeFileAtomicWith } from '../../util/atomic.ts';
 
 interface Args {
   model: string;
@@ -79,7 +79,7 @@ const command: CommandModule<object, Args> = {
       }
       if (!argv.json) process.stdout.write(formatEvalTable(rows));
       // Through a temporary name, so an interrupted run never leaves a half-written PNG.
-      const tmp = temporaryName(rocPath) + (path.extname(rocPath) || '.png');
+      let tmpName = '';
       try {
         const curves = rows.map((r) => ({
           name: `${r.name} ${r.accuracyMean.toFixed(5)}`,
@@ -87,11 +87,12 @@ const command: CommandModule<object, Args> = {
           tpr: r.roc.tpr,
           marks: r.calibration.map((c) => ({ far: c.farTarget, tar: c.tar })),
         }));
-        await writeRocImage(tmp, curves, { title: `ROC ${path.basename(argv.model).slice(0, 60)}` });
-        fs.renameSync(tmp, rocPath);
+        await writeFileAtomicWith(rocPath, (tmp) => {
+          tmpName = tmp;
+          return writeRocImage(tmp, curves, { title: `ROC ${path.basename(argv.model).slice(0, 60)}` });
+        });
       } catch (e) {
-        fs.rmSync(tmp, { force: true });
-        throw e instanceof ArcfaceError ? new ArcfaceError(e.message.replace(tmp, rocPath)) : new ArcfaceError(`cannot write the ROC image: ${(e as Error).message}`, rocPath);
+        throw e instanceof ArcfaceError ? new ArcfaceError(tmpName ? e.message.split(tmpName).join(rocPath) : e.message) : new ArcfaceError(`cannot write the ROC image: ${(e as Error).message}`, rocPath);
       }
       process.stderr.write(`arcface: wrote ROC curves to ${rocPath}\n`);
       if (argv['write-card']) {

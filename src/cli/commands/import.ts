@@ -13,6 +13,7 @@ import { describeInput, setInputConvention, STANDARD_INPUT } from '../../models/
 import { writeNpy } from '../../formats/npy.ts';
 import { isTorchrunPath, listTorchrun, readTorchrun } from '../../convert/torchrun/read.ts';
 import { gatherCentres } from '../../convert/torchrun/state.ts';
+import { acquireOutputLock, commandLine } from '../../util/lock.ts';
 
 interface Args {
   from: string;
@@ -45,56 +46,65 @@ const command: CommandModule<object, Args> = {
       .example('$0 import --from arcfaceresnet100-8.onnx --out models/r100', 'an ONNX IResNet/MobileFaceNet from any exporter becomes the native network') as never,
   handler: async (argv) => {
     if (!fs.existsSync(argv.from)) throw new ArcfaceError('no such file', argv.from);
-    await initBackend(argv.backend);
-    const ext = path.extname(argv.from).toLowerCase();
-    const order = argv['input-order'] ? (argv['input-order'].toUpperCase() as 'RGB' | 'BGR') : undefined;
-    if (ext === '.onnx') {
-      // An IResNet/MobileFaceNet graph (any exporter) becomes the native network; anything else a generic model.
-      const loaded = await loadOnnxBackbone(argv.from, { generic: argv.generic, order });
-      try {
-        await saveModel(loaded.model, argv.out, loaded.spec);
-        const o = loaded.model.outputs[0]!.shape;
-        const summary = {
-          from: argv.from,
-          out: argv.out,
-          ...(loaded.spec ?? { network: 'generic', embeddingSize: o[o.length - 1], inputSize: loaded.model.inputs[0]!.shape[1] }),
-          input: describeInput(loaded.input),
-          ...(loaded.foldedBatchNorms ? { foldedBatchNorms: loaded.foldedBatchNorms } : {}),
-          parameters: countParameters(loaded.model),
-          how: loaded.note,
-        };
-        process.stdout.write(`${JSON.stringify(summary)}\n`);
-      } finally {
-        loaded.model.dispose();
-      }
-      return;
+    const lock = acquireOutputLock(argv.out, commandLine('arcface'));
+    try {
+      await importModel(argv);
+    } finally {
+      lock.release();
     }
-    // An arcface_torch folder (or one of its rank files): the backbone is rank 0's; --head gathers every rank's centres.
-    const torchrun = isTorchrunPath(argv.from) || (argv.head && fs.statSync(argv.from).isFile());
-    if (!torchrun && fs.statSync(argv.from).isDirectory()) throw new ArcfaceError('a folder, but not an arcface_torch output (no checkpoint_gpu_0.pt)', argv.from);
-    const files = torchrun ? listTorchrun(argv.from).files : [argv.from];
-    const run = argv.head ? readTorchrun(argv.from) : undefined;
-    const head = run ? gatherCentres(run) : undefined;
-    const { model, spec } = importTorch(files[0]!, {
-      network: argv.network,
-      embeddingSize: argv['embedding-size'],
-      inputSize: argv['input-size'],
-    });
-    if (order) setInputConvention(model, { ...STANDARD_INPUT, order });
-    await saveModel(model, argv.out, spec);
-    if (head) writeNpy(path.join(argv.out, 'head.npy'), { shape: head.shape, data: head.data });
-    const summary = {
-      from: argv.from,
-      out: argv.out,
-      ...spec,
-      parameters: countParameters(model),
-      ...(torchrun ? { worldSize: files.length } : {}),
-      ...(run ? { epoch: run.ranks[0]!.epoch, globalStep: run.ranks[0]!.globalStep } : {}),
-      ...(head ? { head: path.join(argv.out, 'head.npy'), numClasses: head.shape[0] } : {}),
-    };
-    process.stdout.write(`${JSON.stringify(summary)}\n`);
-    model.dispose();
   },
 };
+
+async function importModel(argv: Args): Promise<void> {
+  await initBackend(argv.backend);
+  const ext = path.extname(argv.from).toLowerCase();
+  const order = argv['input-order'] ? (argv['input-order'].toUpperCase() as 'RGB' | 'BGR') : undefined;
+  if (ext === '.onnx') {
+    // An IResNet/MobileFaceNet graph (any exporter) becomes the native network; anything else a generic model.
+    const loaded = await loadOnnxBackbone(argv.from, { generic: argv.generic, order });
+    try {
+      await saveModel(loaded.model, argv.out, loaded.spec);
+      const o = loaded.model.outputs[0]!.shape;
+      const summary = {
+        from: argv.from,
+        out: argv.out,
+        ...(loaded.spec ?? { network: 'generic', embeddingSize: o[o.length - 1], inputSize: loaded.model.inputs[0]!.shape[1] }),
+        input: describeInput(loaded.input),
+        ...(loaded.foldedBatchNorms ? { foldedBatchNorms: loaded.foldedBatchNorms } : {}),
+        parameters: countParameters(loaded.model),
+        how: loaded.note,
+      };
+      process.stdout.write(`${JSON.stringify(summary)}\n`);
+    } finally {
+      loaded.model.dispose();
+    }
+    return;
+  }
+  // An arcface_torch folder (or one of its rank files): the backbone is rank 0's; --head gathers every rank's centres.
+  const torchrun = isTorchrunPath(argv.from) || (argv.head && fs.statSync(argv.from).isFile());
+  if (!torchrun && fs.statSync(argv.from).isDirectory()) throw new ArcfaceError('a folder, but not an arcface_torch output (no checkpoint_gpu_0.pt)', argv.from);
+  const files = torchrun ? listTorchrun(argv.from).files : [argv.from];
+  const run = argv.head ? readTorchrun(argv.from) : undefined;
+  const head = run ? gatherCentres(run) : undefined;
+  const { model, spec } = importTorch(files[0]!, {
+    network: argv.network,
+    embeddingSize: argv['embedding-size'],
+    inputSize: argv['input-size'],
+  });
+  if (order) setInputConvention(model, { ...STANDARD_INPUT, order });
+  await saveModel(model, argv.out, spec);
+  if (head) writeNpy(path.join(argv.out, 'head.npy'), { shape: head.shape, data: head.data });
+  const summary = {
+    from: argv.from,
+    out: argv.out,
+    ...spec,
+    parameters: countParameters(model),
+    ...(torchrun ? { worldSize: files.length } : {}),
+    ...(run ? { epoch: run.ranks[0]!.epoch, globalStep: run.ranks[0]!.globalStep } : {}),
+    ...(head ? { head: path.join(argv.out, 'head.npy'), numClasses: head.shape[0] } : {}),
+  };
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
+  model.dispose();
+}
 
 export default command;

@@ -3,6 +3,7 @@ import type { CommandModule } from 'yargs';
 import { writeBin } from '../../data/bin-set.ts';
 import { buildVerificationSet, pairsFromFolder, parsePairs, type Pair, type PairsFormat } from '../../data/pairs.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { withOutputLock, commandLine } from '../../util/lock.ts';
 
 interface Args {
   pairs?: string;
@@ -43,18 +44,21 @@ const command: CommandModule<object, Args> = {
   handler: async (argv) => {
     if (!Number.isInteger(argv.size) || argv.size < 8) throw new ArcfaceError(`--size must be an integer >= 8, got ${argv.size}`);
     if (!argv.out.endsWith('.bin')) process.stderr.write(`arcface: warning: ${argv.out} does not end in .bin\n`);
-    let pairs: Pair[];
-    let format: PairsFormat | 'folder';
-    if (argv['from-folder']) {
-      const genuine = argv.genuine === 'all' ? 'all' : Number(argv.genuine);
-      if (genuine !== 'all' && !(Number.isInteger(genuine) && genuine > 0)) throw new ArcfaceError(`--genuine must be "all" or a positive integer, got ${argv.genuine}`);
-      pairs = pairsFromFolder(argv['from-folder'], { genuine, seed: argv.seed });
-      format = 'folder';
-    } else {
-      ({ pairs, format } = parsePairs(argv.pairs!, { root: argv.root, ext: argv.ext, format: argv.format }));
-    }
-    const { set, reencoded } = await buildVerificationSet(pairs, argv.pairs ?? argv['from-folder']!, { size: argv.size, quality: argv.quality });
-    writeBin(argv.out, set);
+    const { pairs, format, set, reencoded } = await withOutputLock(argv.out, commandLine('arcface'), async () => {
+      let pairs: Pair[];
+      let format: PairsFormat | 'folder';
+      if (argv['from-folder']) {
+        const genuine = argv.genuine === 'all' ? 'all' : Number(argv.genuine);
+        if (genuine !== 'all' && !(Number.isInteger(genuine) && genuine > 0)) throw new ArcfaceError(`--genuine must be "all" or a positive integer, got ${argv.genuine}`);
+        pairs = pairsFromFolder(argv['from-folder'], { genuine, seed: argv.seed });
+        format = 'folder';
+      } else {
+        ({ pairs, format } = parsePairs(argv.pairs!, { root: argv.root, ext: argv.ext, format: argv.format }));
+      }
+      const built = await buildVerificationSet(pairs, argv.pairs ?? argv['from-folder']!, { size: argv.size, quality: argv.quality });
+      writeBin(argv.out, built.set);
+      return { pairs, format, ...built };
+    });
     const same = set.issame.filter(Boolean).length;
     process.stderr.write(`arcface: wrote ${argv.out}: ${pairs.length} pairs (${same} same, ${pairs.length - same} different), ${reencoded} images re-encoded\n`);
     process.stdout.write(`${JSON.stringify({ out: argv.out, format, pairs: pairs.length, same, different: pairs.length - same, images: set.images.length, reencoded })}\n`);

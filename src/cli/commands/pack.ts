@@ -1,7 +1,7 @@
 // `arcface pack`: an image folder (one sub-folder per identity) -> train.rec / train.idx / property.
 import type { CommandModule } from 'yargs';
 import { SingleBar, Presets } from 'cli-progress';
-import { packFolder } from '../../data/pack-folder.ts';
+import { existingPack, packFolder } from '../../data/pack-folder.ts';
 import type { PackLayout } from '../../data/pack-writer.ts';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,6 +9,8 @@ import path from 'node:path';
 import { ArcfaceError } from '../../errors.ts';
 import { alignPhotos } from '../../infer/align-photos.ts';
 import { initInferBackend } from '../../infer/backend.ts';
+import { sweepTemporaries } from '../../util/atomic.ts';
+import { acquireOutputLock, commandLine } from '../../util/lock.ts';
 
 interface Args {
   folder: string;
@@ -43,6 +45,13 @@ const command: CommandModule<object, Args> = {
     if (!Number.isInteger(argv.size) || argv.size < 8) throw new ArcfaceError(`--size must be an integer >= 8, got ${argv.size}`);
     if (!Number.isInteger(argv.quality) || argv.quality < 1 || argv.quality > 100) throw new ArcfaceError(`--quality must be 1..100, got ${argv.quality}`);
     const bar = argv.progress && process.stderr.isTTY ? new SingleBar({ stream: process.stderr, format: 'pack [{bar}] {value}/{total} images | {eta_formatted} left' }, Presets.shades_classic) : null;
+    const lock = acquireOutputLock(argv.out, commandLine('arcface'));
+    sweepTemporaries(argv.out);
+    const existing = argv.force ? undefined : existingPack(argv.out);
+    if (existing) {
+      lock.release();
+      throw new ArcfaceError('already exists (pass --force to replace it)', existing);
+    }
     const controller = new AbortController();
     const onSignal = (): void => controller.abort();
     process.once('SIGINT', onSignal);
@@ -90,6 +99,7 @@ const command: CommandModule<object, Args> = {
     } finally {
       if (aligned) fs.rmSync(aligned, { recursive: true, force: true });
       bar?.stop();
+      lock.release();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }

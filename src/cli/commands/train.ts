@@ -7,6 +7,8 @@ import { isTorchrunPath, listTorchrun } from '../../convert/torchrun/read.ts';
 import { configFromPy, parseConfigPy } from '../../convert/torchrun/config-py.ts';
 import { train } from '../../train/loop.ts';
 import { ArcfaceError } from '../../errors.ts';
+import { sweepTemporaries } from '../../util/atomic.ts';
+import { acquireOutputLock, commandLine } from '../../util/lock.ts';
 
 interface Args {
   config?: string;
@@ -86,9 +88,16 @@ const command: CommandModule<object, Args> = {
     } else {
       cfg = loadConfig(argv.config ?? 'tiny', overrides);
     }
-    await initBackend(argv.backend, { workload: 'train' });
-    const result = await train(cfg, { resume: argv.resume, quiet: argv.quiet });
-    process.stdout.write(`${JSON.stringify(result)}\n`);
+    // One run per output folder; what killed runs left there (checkpoint or model temporaries) goes now.
+    const lock = acquireOutputLock(cfg.output, commandLine('arcface'));
+    try {
+      for (const d of [cfg.output, path.join(cfg.output, 'best')]) sweepTemporaries(d);
+      await initBackend(argv.backend, { workload: 'train' });
+      const result = await train(cfg, { resume: argv.resume, quiet: argv.quiet });
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+    } finally {
+      lock.release();
+    }
   },
 };
 

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ArcfaceError } from '../../errors.ts';
-import { writeTorchObject } from '../../formats/torch.ts';
+import { writeTorchObject } from '../../formats/torch-write.ts';
 import { EPOCH_CHECKPOINT, loadCheckpoint, resolveCheckpointDir, type CheckpointContents } from '../../train/checkpoint.ts';
 import { loadConfig, type TrainConfig } from '../../train/config.ts';
 import { openTrainingSource } from '../../data/open-source.ts';
