@@ -133,7 +133,7 @@ test(`train exits 0 with its one JSON line, ${RUNS} times out of ${RUNS}`, async
     assert.equal(r.stdout.split('\n').length, 2, `run ${i}: one line on stdout\n${show(r)}`);
     const out = path.join(tmp, `train${i}`);
     const result = JSON.parse(r.stdout);
-    assert.deepEqual({ ...result, samplesPerSecond: 0, finalLoss: 0 }, { output: out, steps: 2, samplesPerSecond: 0, finalLoss: 0, verification: {}, best: {}, modelDir: path.join(out, 'model') });
+    assert.deepEqual({ ...result, samplesPerSecond: 0, finalLoss: 0 }, { output: out, steps: 2, samplesPerSecond: 0, finalLoss: 0, verification: {}, best: {}, modelDir: path.join(out, 'model'), stopped: false });
     assert.ok(result.samplesPerSecond > 0 && Number.isFinite(result.samplesPerSecond));
     assert.ok(fs.existsSync(path.join(out, 'model', 'model.json')), `run ${i}: model written`);
     return result.finalLoss as number;

@@ -234,7 +234,8 @@ test('import and export (tfjs, onnx, pth) killed at any moment: the previous out
     assert.equal(r.code, 0, r.stderr);
     checkRuns(`export ${c.format}`, kills, snapshots, old, c.state(file), [exportsDir]);
   }
-  assert.deepEqual(fs.readdirSync(exportsDir).sort(), ['e', 'e.onnx', 'e.pth']);
+  // The .pth export's model card sits beside it (tfjs keeps it inside its folder, ONNX in its metadata).
+  assert.deepEqual(fs.readdirSync(exportsDir).sort(), ['e', 'e.onnx', 'e.pth', 'e.pth.card.json']);
 });
 
 const REC = sharedFixture('rec_insightface');

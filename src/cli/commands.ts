@@ -18,7 +18,7 @@ const lazy = (command: string, describe: string, load: () => Promise<{ default: 
 export const commands: LazyCommand[] = [
   lazy('demo', 'Synthetic identities -> RecordIO -> train the tiny IResNet -> verify on unseen identities -> export', () => import('./commands/demo.ts')),
   lazy('train', 'Train a backbone with an ArcFace/CosFace margin and Partial FC (configs/*.json)', () => import('./commands/train.ts')),
-  lazy('import', 'Convert an insightface backbone.pth / model.pt or an ONNX model into a tfjs layers model directory', () => import('./commands/import.ts')),
+  lazy('import', 'Convert an insightface backbone.pth / model.pt or an ONNX model (any exporter) into a tfjs layers model directory', () => import('./commands/import.ts')),
   lazy('export', 'Write a backbone as a tfjs layers model, an ONNX graph or an insightface-compatible .pth', () => import('./commands/export.ts')),
   lazy('align <inputs..>', 'Detect and align the faces of raw photos into square crops (folders per identity kept), with a report', () => import('./commands/align.ts')),
   lazy('pack <folder>', 'Pack an image folder (one sub-folder per identity) into insightface RecordIO (train.rec/.idx/property)', () => import('./commands/pack.ts')),

@@ -50,7 +50,7 @@ const command: CommandModule<object, Args> = {
     const existing = argv.force ? undefined : existingPack(argv.out);
     if (existing) {
       lock.release();
-      throw new ArcfaceError('already exists (pass --force to replace it)', existing);
+      throw new ArcfaceError('already exists (the `force` option replaces it)', existing);
     }
     const controller = new AbortController();
     const onSignal = (): void => controller.abort();
