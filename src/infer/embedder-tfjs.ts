@@ -2,6 +2,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { compileIfEnabled, type CompiledBackbone } from '../ort/infer.ts';
 import { ArcfaceError } from '../errors.ts';
+import { resolveModelJson } from '../convert/load-backbone.ts';
 import { importTorch } from '../convert/import-torch.ts';
 import { loadModel, ModelFileError } from '../models/io.ts';
 import { adaptStandardInput, inputConventionOf, isRawInput } from '../models/input-convention.ts';
@@ -65,7 +66,8 @@ export async function loadTfjsEmbedder(file: string, format: 'tfjs' | 'pth'): Pr
   if (format === 'pth') return tfjsEmbedder(importTorch(file).model, file, 'pth');
   let model: tf.LayersModel;
   try {
-    model = await loadModel(file);
+    // A training run or checkpoint directory stands for its model, as everywhere else.
+    model = await loadModel(resolveModelJson(file) ?? file);
   } catch (e) {
     if (e instanceof ModelFileError) throw new ArcfaceError(e.message);
     throw new ArcfaceError(`cannot load the tfjs model: ${(e as Error).message}`, file);
