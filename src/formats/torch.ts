@@ -170,7 +170,13 @@ export function readTorchStateDict(file: string): Map<string, TorchTensor> {
 }
 
 /** Reads every tensor of the bytes of a torch.save file; `file` names it in error messages. */
-export function parseTorchStateDict(buf: Uint8Array, file = '<torch bytes>'): Map<string, TorchTensor> {
+/** An opened torch.save zip: data.pkl unpickled (tensors as `onTensor` makes them) and its storages, decoded once each. */
+interface Archive {
+  root: unknown;
+  storageOf(ref: StorageRef, label: string): TorchTensor['data'];
+}
+
+function openArchive(buf: Uint8Array, file: string, onTensor: (t: LazyTensor, a: Pick<Archive, 'storageOf'>) => unknown = (t) => t): Archive {
   if (buf.length < 4 || buf[0] !== 0x50 || buf[1] !== 0x4b) {
     const legacy = buf[0] === 0x80 ? ' (this looks like the legacy pre-1.6 torch.save format: re-save it with a current PyTorch)' : '';
     throw new TorchFormatError(file, `not a PyTorch zip checkpoint${legacy}`);
@@ -184,10 +190,20 @@ export function parseTorchStateDict(buf: Uint8Array, file = '<torch bytes>'): Ma
   const pklName = Object.keys(entries).find((k) => k.endsWith('/data.pkl') || k === 'data.pkl');
   if (!pklName) throw new TorchFormatError(file, 'zip archive has no data.pkl: not a torch.save file');
   const prefix = pklName.slice(0, pklName.length - 'data.pkl'.length);
-
+  const storages = new Map<string, TorchTensor['data']>();
+  const storageOf = (ref: StorageRef, label: string): TorchTensor['data'] => {
+    let storage = storages.get(ref.key);
+    if (!storage) {
+      const bytes = entries[`${prefix}data/${ref.key}`];
+      if (!bytes) throw new TorchFormatError(file, `storage ${ref.key} of ${label} is missing from the archive`);
+      storage = decodeStorage(bytes, ref, file);
+      storages.set(ref.key, storage);
+    }
+    return storage;
+  };
   const findClass = (module: string, name: string) => {
     if (module === 'torch._utils' && (name === '_rebuild_tensor_v2' || name === '_rebuild_tensor')) {
-      return (storage: unknown, offset: unknown, shape: unknown, stride: unknown) => rebuildTensor(file, storage, offset, shape, stride);
+      return (storage: unknown, offset: unknown, shape: unknown, stride: unknown) => onTensor(rebuildTensor(file, storage, offset, shape, stride), { storageOf });
     }
     if (module === 'torch._utils' && name === '_rebuild_parameter') return (data: unknown) => data;
     return undefined;
@@ -201,42 +217,39 @@ export function parseTorchStateDict(buf: Uint8Array, file = '<torch bytes>'): Ma
     if (typeof key !== 'string' && typeof key !== 'number') throw new TorchFormatError(file, 'malformed persistent id in data.pkl (storage key)');
     return new StorageRef(String(key), dt[0], dt[1]);
   };
-
-  let root: unknown;
   try {
-    root = unpickle(entries[pklName]!, { findClass, persistentLoad });
+    return { root: unpickle(entries[pklName]!, { findClass, persistentLoad }), storageOf };
   } catch (e) {
     if (e instanceof TorchFormatError) throw e;
     throw new TorchFormatError(file, `cannot parse data.pkl: ${(e as Error).message}`);
   }
-  const lazy = findStateDict(root, file);
-  const storages = new Map<string, TorchTensor['data']>();
+}
+
+/** A tensor's values out of its storage, dense, after checking it lies inside the storage. */
+function denseTensor(t: LazyTensor, storage: TorchTensor['data'], file: string, label: string): TorchTensor {
+  const numel = t.shape.reduce((a, b) => a * b, 1);
+  const maxIndex = t.offset + t.shape.reduce((a, s, d) => a + (s - 1) * t.stride[d]!, 0);
+  if (numel > 0 && maxIndex >= storage.length) {
+    throw new TorchFormatError(file, `tensor ${label} [${t.shape}] reaches past its storage (${storage.length} elements): truncated file?`);
+  }
+  // torch.save writes no expanded (stride 0) views of parameters: more elements than the storage is damage,
+  // and would allocate without bound.
+  if (numel > storage.length) {
+    throw new TorchFormatError(file, `tensor ${label} [${t.shape}] has more elements than its storage (${storage.length}): damaged file?`);
+  }
+  const data = isContiguous(t.shape, t.stride) ? (storage.subarray(t.offset, t.offset + numel) as TorchTensor['data']) : materialise(t, storage);
+  return { dtype: t.storage.dtype, shape: [...t.shape], data };
+}
+
+export function parseTorchStateDict(buf: Uint8Array, file = '<torch bytes>'): Map<string, TorchTensor> {
+  const archive = openArchive(buf, file);
+  const lazy = findStateDict(archive.root, file);
   const out = new Map<string, TorchTensor>();
   for (const [rawName, t] of lazy) {
     if (!(t instanceof LazyTensor)) continue;
     if (typeof rawName !== 'string') throw new TorchFormatError(file, `state dict key ${String(rawName)} is not a string`);
     const name = rawName.startsWith('module.') ? rawName.slice(7) : rawName;
-    let storage = storages.get(t.storage.key);
-    if (!storage) {
-      const bytes = entries[`${prefix}data/${t.storage.key}`];
-      if (!bytes) throw new TorchFormatError(file, `storage ${t.storage.key} of "${name}" is missing from the archive`);
-      storage = decodeStorage(bytes, t.storage, file);
-      storages.set(t.storage.key, storage);
-    }
-    const numel = t.shape.reduce((a, b) => a * b, 1);
-    const maxIndex = t.offset + t.shape.reduce((a, s, d) => a + (s - 1) * t.stride[d]!, 0);
-    if (numel > 0 && maxIndex >= storage.length) {
-      throw new TorchFormatError(file, `tensor "${name}" [${t.shape}] reaches past its storage (${storage.length} elements): truncated file?`);
-    }
-    // torch.save writes no expanded (stride 0) views of parameters: more elements than the storage is damage,
-    // and would allocate without bound.
-    if (numel > storage.length) {
-      throw new TorchFormatError(file, `tensor "${name}" [${t.shape}] has more elements than its storage (${storage.length}): damaged file?`);
-    }
-    const data = isContiguous(t.shape, t.stride)
-      ? (storage.subarray(t.offset, t.offset + numel) as TorchTensor['data'])
-      : materialise(t, storage);
-    out.set(name, { dtype: t.storage.dtype, shape: [...t.shape], data });
+    out.set(name, denseTensor(t, archive.storageOf(t.storage, `"${name}"`), file, `"${name}"`));
   }
   return out;
 }
@@ -305,59 +318,7 @@ export function readTorchObject(file: string): unknown {
   } catch (e) {
     throw new TorchFormatError(file, `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  if (buf.length < 4 || buf[0] !== 0x50 || buf[1] !== 0x4b) throw new TorchFormatError(file, 'not a PyTorch zip checkpoint');
-  let entries: Record<string, Uint8Array>;
-  try {
-    entries = unzipSync(buf);
-  } catch (e) {
-    throw new TorchFormatError(file, `corrupt or truncated zip archive (${(e as Error).message})`);
-  }
-  const pklName = Object.keys(entries).find((k) => k.endsWith('/data.pkl') || k === 'data.pkl');
-  if (!pklName) throw new TorchFormatError(file, 'zip archive has no data.pkl: not a torch.save file');
-  const prefix = pklName.slice(0, pklName.length - 'data.pkl'.length);
-  const storages = new Map<string, TorchTensor['data']>();
-  const findClass = (module: string, name: string) => {
-    if (module === 'torch._utils' && (name === '_rebuild_tensor_v2' || name === '_rebuild_tensor')) {
-      return (storage: unknown, offset: unknown, shape: unknown, stride: unknown) => {
-        const ref = storage as StorageRef;
-        const t = new LazyTensor(ref, Number(offset), (shape as unknown[]).map(Number), (stride as unknown[]).map(Number));
-        let data = storages.get(ref.key);
-        if (!data) {
-          const bytes = entries[`${prefix}data/${ref.key}`];
-          if (!bytes) throw new TorchFormatError(file, `storage ${ref.key} is missing from the archive`);
-          data = decodeStorage(bytes, ref, file);
-          storages.set(ref.key, data);
-        }
-        const numel = t.shape.reduce((a, b) => a * b, 1);
-        if (t.shape.some((s) => !Number.isInteger(s) || s < 0) || t.stride.length !== t.shape.length) {
-          throw new TorchFormatError(file, `tensor with invalid shape [${t.shape}] / stride [${t.stride}]`);
-        }
-        const maxIndex = t.offset + t.shape.reduce((a, s, d) => a + (s - 1) * t.stride[d]!, 0);
-        if (numel > 0 && (t.offset < 0 || maxIndex >= data.length)) {
-          throw new TorchFormatError(file, `tensor [${t.shape}] reaches past its storage ${ref.key} (${data.length} elements): truncated file?`);
-        }
-        // A tensor that is its whole (freshly decoded) storage keeps it; views are copied out.
-        const whole = t.offset === 0 && numel === data.length;
-        const dense = isContiguous(t.shape, t.stride) ? (whole ? data : data.slice(t.offset, t.offset + numel)) : materialise(t, data);
-        return { dtype: ref.dtype, shape: t.shape, data: dense } as TorchTensor;
-      };
-    }
-    if (module === 'torch._utils' && name === '_rebuild_parameter') return (data: unknown) => data;
-    return undefined;
-  };
-  const persistentLoad = (pid: unknown): StorageRef => {
-    const [kind, type, key] = pid as [string, unknown, string];
-    if (kind !== 'storage') throw new TorchFormatError(file, `unknown persistent id kind "${kind}"`);
-    const dt = type instanceof PickleGlobal ? STORAGE_DTYPES[type.name] : undefined;
-    if (!dt) throw new TorchFormatError(file, `unsupported storage type ${(type as PickleGlobal)?.qualname ?? String(type)}`);
-    return { key: String(key), dtype: dt[0], itemSize: dt[1] };
-  };
-  try {
-    return unpickle(entries[pklName]!, { findClass, persistentLoad });
-  } catch (e) {
-    if (e instanceof TorchFormatError) throw e;
-    throw new TorchFormatError(file, `cannot parse data.pkl: ${(e as Error).message}`);
-  }
+  return openArchive(buf, file, (t, a) => denseTensor(t, a.storageOf(t.storage, `storage ${t.storage.key}`), file, `of storage ${t.storage.key}`)).root;
 }
 
 /**
