@@ -130,7 +130,7 @@ export function decisionThreshold(opts: { threshold?: number; far?: number; card
   if (t) return { value: t.cosine, source: `model card: FAR ${t.far} on ${t.dataset}` };
   if (opts.far !== undefined) {
     const have = opts.card?.thresholds.map((x) => x.far).join(', ');
-    throw new ArcfaceError(`the model card has no threshold at FAR ${opts.far}${have ? ` (it has ${have})` : ''}; calibrate with \`arcface eval --far ${opts.far} --write-card\``, opts.cardFile);
+    throw new ArcfaceError(`the model card has no threshold at FAR ${opts.far}${have ? ` (it has ${have})` : ''}; calibrate one at that FAR first`, opts.cardFile);
   }
   return { value: opts.fallback, source: 'default' };
 }

@@ -69,7 +69,7 @@ function numImageOf(contents: CheckpointContents, opts: ExportTorchrunOptions): 
   try {
     return openTrainingSource(contents.config.rec).length;
   } catch (e) {
-    throw new ArcfaceError(`cannot tell the number of images per epoch (the checkpoint does not record it and the data is not readable: ${(e as Error).message}); pass --num-image`);
+    throw new ArcfaceError(`cannot tell the number of images per epoch (the checkpoint does not record it and the data is not readable: ${(e as Error).message}); the \`numImage\` option gives it`);
   }
 }
 
