@@ -2,6 +2,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { TrainConfig } from '../../train/config.ts';
+import { IRESNET_LAYERS } from '../../models/iresnet.ts';
+
+const IRESNET_LAYERS_OR_MBF: string[] = [...Object.keys(IRESNET_LAYERS), 'mbf', 'mbf_large'];
 
 const STANDARD_WIDTHS = [64, 128, 256, 512];
 /** Networks arcface_torch's get_model builds by name (the ones this project also builds). */
@@ -70,6 +73,10 @@ export function toConfigPy(cfg: TrainConfig, o: ConfigPyOptions): ConfigPy {
   note('val_batch_size', 'no arcface_torch key (it verifies in batches of 10; results are the same)');
   note('save_every', 'no arcface_torch key (it saves at every epoch end)');
   note('init', 'no arcface_torch key (the run resumes from the checkpoints)');
+  if (cfg.small_data) warn('small_data', 'no arcface_torch key: it trains with the batch and epochs of this config and holds nothing out');
+  else note('small_data', 'no arcface_torch key');
+  note('val_split', 'no arcface_torch key (small_data only)');
+  note('min_steps', 'no arcface_torch key (small_data only)');
 
   const perRank = cfg.batch_size / o.worldSize;
   const valNames = cfg.val_targets.map((t) => path.basename(t).replace(/\.bin$/, ''));
@@ -186,6 +193,9 @@ export function configFromPy(values: Map<string, unknown>, worldSize: number): P
     'weight_decay', 'gradient_acc', 'num_epoch', 'warmup_epoch', 'rec', 'num_classes', 'num_image', 'verbose', 'frequent', 'seed', 'num_workers',
   ];
   for (const k of same) if (values.has(k) && values.get(k) !== null) out[k] = values.get(k);
+  // A network arcface_torch does not name (a custom IResNet registered there) is not a config of ours on its
+  // own: the checkpoints give its layout.
+  if (typeof out.network === 'string' && !IRESNET_LAYERS_OR_MBF.includes(out.network)) delete out.network;
   const margin = values.get('margin_list');
   if (Array.isArray(margin) && margin.length === 3 && margin.every((x) => typeof x === 'number')) out.margin_list = margin;
   const bs = values.get('batch_size');
