@@ -87,14 +87,5 @@ export async function killDuringWrite(args: string[], o: { dir: string; match: (
   return { ...f, killed: f.signal === 'SIGKILL', inWrite, pid: child.proc.pid! };
 }
 
-/** A small seeded generator for kill delays (mulberry32). */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small seeded generator for kill delays: the tests' one PRNG (mulberry32). */
+export { prng as seeded } from './random-weights.ts';
