@@ -9,9 +9,14 @@
 // a row that fails or runs past --budget seconds prints a JSON line saying so. --profile adds a
 // per-kernel-family breakdown of one step (tf.profile; kernels that call tf ops inside are also
 // counted in their parts).
+//   --vs-torch [--rounds 3]: PyTorch side by side (bench/torch_train.py on /usr/bin/python3 or
+// $ARCFACE_PYTHON: the same step on reference-shaped backbones), this project's ort row and PyTorch's
+// alternating, each in its own process, for --rounds rounds (the order flips every round); then one
+// `train-vs-torch` line per model: median samples/s and peak-RSS ratios with their min and max.
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
+import path from 'node:path';
 import { buildBackbone, resolveSpec, type BackboneSpec } from '../src/models/factory.ts';
 import { initBackend } from '../src/backend/select.ts';
 import { loadConfig } from '../src/train/config.ts';
@@ -82,7 +87,8 @@ async function child(backend: string, model: string): Promise<void> {
   const numClasses = 1000;
   const head = new PartialFC({ numClasses, embeddingSize: spec.embeddingSize, margin: row.margin, sampleRate: 1, seed: 1 });
   const vars = trainableVariables(backbone);
-  const opt = new TorchOptimizer([{ name: 'backbone', params: vars }, { name: 'head', params: [head.weight] }], { kind: 'sgd', weightDecay: 5e-4, momentum: 0.9 });
+  // The reference's step: SGD, momentum 0.9, wd 5e-4, the backbone's gradient norm clipped at 5.
+  const opt = new TorchOptimizer([{ name: 'backbone', params: vars, clipNorm: 5 }, { name: 'head', params: [head.weight] }], { kind: 'sgd', weightDecay: 5e-4, momentum: 0.9 });
   const images = tf.randomUniform([row.batch, spec.inputSize, spec.inputSize, 3], -1, 1, 'float32', 3) as tf.Tensor4D;
   const labels = Int32Array.from({ length: row.batch }, (_, i) => (i * 37) % numClasses);
   const parts: StepParts = { backbone, head, optimizer: opt, backboneVars: vars, bnUpdates: [] };
@@ -103,6 +109,8 @@ async function child(backend: string, model: string): Promise<void> {
   const times: number[] = [];
   let loss = NaN;
   const start = performance.now();
+  // CPU time (all threads) per step: steadier than wall time on a loaded machine.
+  const cpu0 = process.cpuUsage();
   // --steps N: exactly N steps, sampling numTensors and RSS at each tenth (the steady-state check).
   const fixedSteps = Number(arg('steps', '0'));
   const rssMiB = () => Math.round(process.memoryUsage().rss / 2 ** 20);
@@ -118,12 +126,15 @@ async function child(backend: string, model: string): Promise<void> {
       samples.push({ step: times.length, numTensors: tf.memory().numTensors, rssMiB: rssMiB(), wasmHeapMiB: wasmHeap(), jsHeapMiB: mib(m.heapUsed), externalMiB: mib(m.external) });
     }
   }
+  const cpu = process.cpuUsage(cpu0);
+  const cpuMsPerStep = (cpu.user + cpu.system) / 1000 / times.length;
   times.sort((a, b) => a - b);
   const ms = times[Math.floor(times.length / 2)]!;
   const out: Record<string, unknown> = {
     ...base,
     imgPerSec: +((row.batch * 1000) / ms).toFixed(2),
     msPerStep: +ms.toFixed(1),
+    cpuMsPerStep: +cpuMsPerStep.toFixed(0),
     gflops: +((flopPerImage * row.batch) / 1e9 / (ms / 1000)).toFixed(1),
     steps: times.length,
     warmupS: +warmupS.toFixed(1),
@@ -191,10 +202,71 @@ function parent(): void {
   }
 }
 
+/** One bench row in a child process: this project's (`--child`) or PyTorch's; null when it failed. */
+function runRow(cmd: string, args: string[], budget: number): Record<string, unknown> | null {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: budget * 1000, maxBuffer: 1 << 24 });
+  const line = r.stdout?.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+  if (r.status === 0 && line) return JSON.parse(line) as Record<string, unknown>;
+  emit({ bench: 'train', command: [cmd, ...args].join(' '), failed: r.error?.message ?? lastLine(r.stderr ?? '') });
+  return null;
+}
+
+function vsTorch(): void {
+  const models = (arg('models', 'r18,mbf,r50') ?? '').split(',');
+  const rounds = Number(arg('rounds', '3'));
+  const budget = Number(arg('budget', '300'));
+  const python = process.env.ARCFACE_PYTHON ?? '/usr/bin/python3';
+  const self = fileURLToPath(import.meta.url);
+  const torchScript = path.join(path.dirname(self), 'torch_train.py');
+  const seconds = arg('seconds', '20')!;
+  const rows = new Map<string, { ours: Record<string, unknown>[]; torch: Record<string, unknown>[] }>();
+  for (let round = 0; round < rounds; round++) {
+    for (const model of models) {
+      const batch = arg('batch', '') || (model === 'mbf' ? '32' : model === 'r100' ? '8' : '16');
+      const ours = () => runRow(process.execPath, ['--import', 'tsx', self, '--child', 'ort', model, '--seconds', seconds, '--batch', batch], budget);
+      const torch = () => runRow(python, [torchScript, '--model', model, '--batch', batch, '--seconds', seconds, '--threads', String(os.availableParallelism())], budget);
+      const pair = round % 2 === 0 ? [ours(), torch()] : [torch(), ours()].reverse();
+      const [a, b] = pair;
+      const entry = rows.get(model) ?? { ours: [], torch: [] };
+      rows.set(model, entry);
+      for (const [side, row] of [['ours', a], ['torch', b]] as const) {
+        if (!row) continue;
+        entry[side].push(row);
+        emit({ ...row, round });
+      }
+    }
+  }
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+  const spread = (xs: number[]) => ({ median: +median(xs).toFixed(3), min: +Math.min(...xs).toFixed(3), max: +Math.max(...xs).toFixed(3) });
+  for (const [model, { ours, torch }] of rows) {
+    const n = Math.min(ours.length, torch.length);
+    if (!n) continue;
+    // Per-round ratios: each pair ran back to back, under the same load.
+    const speed = Array.from({ length: n }, (_, i) => Number(ours[i]!.imgPerSec) / Number(torch[i]!.imgPerSec));
+    const rss = Array.from({ length: n }, (_, i) => Number(ours[i]!.peakRssMiB) / Number(torch[i]!.peakRssMiB));
+    const cpu = Array.from({ length: n }, (_, i) => Number(torch[i]!.cpuMsPerStep) / Number(ours[i]!.cpuMsPerStep));
+    emit({
+      bench: 'train-vs-torch',
+      model,
+      batch: ours[0]!.batch,
+      rounds: n,
+      speedRatio: spread(speed),
+      rssRatio: spread(rss),
+      // PyTorch's CPU time per step over ours: the speed ratio with less of the machine's load in it.
+      cpuTimeRatio: spread(cpu),
+      imgPerSec: { ours: median(ours.map((r) => Number(r.imgPerSec))), torch: median(torch.map((r) => Number(r.imgPerSec))) },
+      peakRssMiB: { ours: median(ours.map((r) => Number(r.peakRssMiB))), torch: median(torch.map((r) => Number(r.peakRssMiB))) },
+      torch: torch[0]!.engine,
+      load1: +os.loadavg()[0]!.toFixed(2),
+    });
+  }
+}
+
 function lastLine(s: string): string {
   return s.trim().split('\n').filter((l) => l.trim()).slice(-3).join(' | ').slice(0, 300);
 }
 
 const i = process.argv.indexOf('--child');
 if (i >= 0) await child(process.argv[i + 1]!, process.argv[i + 2]!);
+else if (process.argv.includes('--vs-torch')) vsTorch();
 else parent();

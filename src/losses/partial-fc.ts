@@ -110,10 +110,9 @@ export class PartialFC {
     let index: Int32Array | null = null;
     let localLabels: Labels = labels;
     if (this.sampleRate < 1) {
-      const host = labels instanceof tf.Tensor ? labels.dataSync() : labels;
-      const sample = sampleClasses(host, this.numClasses, this.sampleRate, this.rng);
+      const sample = this.sample(labels instanceof tf.Tensor ? labels.dataSync() : labels);
       index = sample.index;
-      localLabels = sample.labels;
+      localLabels = sample.labels as Int32Array; // sampled: always renumbered into an Int32Array
     } else if (!(labels instanceof tf.Tensor)) {
       validateLabels(labels, this.numClasses);
     }
@@ -124,6 +123,24 @@ export class PartialFC {
       return [cos, z, distCrossEntropy(z, localLabels)] as const;
     });
     return { loss, cosLogits, logits, index };
+  }
+
+  /**
+   * The classes one step uses (advancing the sampling stream as forward() does): the sorted class ids and
+   * the labels renumbered into them, or index null (all classes, labels checked) at sample rate 1.
+   */
+  sample(labels: ArrayLike<number>): { index: Int32Array | null; labels: ArrayLike<number> } {
+    if (this.sampleRate >= 1) {
+      validateLabels(labels, this.numClasses);
+      return { index: null, labels };
+    }
+    return sampleClasses(labels, this.numClasses, this.sampleRate, this.rng);
+  }
+
+  /** How many classes sample(labels) will use: all, or the sample size (at least the distinct labels). */
+  sampleSize(labels: ArrayLike<number>): number {
+    if (this.sampleRate >= 1) return this.numClasses;
+    return Math.max(Math.floor(this.sampleRate * this.numClasses), new Set(Array.from(labels)).size);
   }
 
   /** The scalar loss only (intermediates disposed); for `tf.variableGrads` / `optimizer.minimize`. */

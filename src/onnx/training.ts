@@ -13,10 +13,11 @@
 // A forward value the backward reads is either saved (a forward output that is a backward input) or,
 // for BN and PReLU outputs, recomputed inside the backward (`recompute`: the memory-lean mode).
 import type * as tf from '@tensorflow/tfjs';
-import { GraphBuilder } from './builder.ts';
+import { GraphBuilder, type ValueInfo } from './builder.ts';
 import { prod, type GraphBatchNorm, type TrainContext, type TrainOptions, type TrainValue } from './context.ts';
 import { familyOf } from './layers/index.ts';
 import { walkNodes } from './walk.ts';
+import { emitMarginHead, type MarginHeadSpec } from './head.ts';
 
 export type { GraphBatchNorm, TrainOptions as CompileOptions } from './context.ts';
 
@@ -57,14 +58,36 @@ export class UnsupportedLayerError extends Error {
   override name = 'UnsupportedLayerError';
 }
 
+/**
+ * A whole training step as ONE graph: backbone forward, the margin head, and the backward, so the
+ * activations never leave onnxruntime (its planner frees each at its last use, as autograd does).
+ * Inputs: the image, the weights, `head.weight` [classes, d] and `head.onehot` [batch, classes];
+ * outputs: `loss` [1], each BN's batch statistics, `grad:<weight>` and `grad:head.weight`.
+ */
+export interface TrainingStepGraph {
+  model: Uint8Array;
+  params: GraphParam[];
+  input: GraphValue;
+  batchNorms: GraphBatchNorm[];
+  head: { weight: string; onehot: string; loss: string; weightGrad: string };
+  /** The `grad:<weight>` outputs, in `params` order of the trainable ones. */
+  grads: GraphValue[];
+}
+
 /** Builds the forward and backward graphs of `model` at batch `opts.batch`; throws UnsupportedLayerError. */
 export function compileTrainingGraphs(model: tf.LayersModel, opts: TrainOptions): TrainingGraphs {
-  return new Compiler(model, opts).compile();
+  return new Compiler(model, opts, null).compile() as TrainingGraphs;
+}
+
+/** The one-graph step of `model` with the margin head `head`; throws UnsupportedLayerError. */
+export function compileTrainingStep(model: tf.LayersModel, opts: TrainOptions, head: Omit<MarginHeadSpec, 'batch' | 'embeddingSize'>): TrainingStepGraph {
+  return new Compiler(model, opts, head).compile() as TrainingStepGraph;
 }
 
 class Compiler implements TrainContext {
   readonly f = new GraphBuilder(OPSET);
-  readonly b = new GraphBuilder(OPSET);
+  /** The backward graph: the forward's own builder in a one-graph step. */
+  readonly b: GraphBuilder;
   private readonly values = new Map<number, TrainValue>();
   private readonly params: GraphParam[] = [];
   private readonly paramNames = new Map<tf.LayerVariable, string>();
@@ -83,9 +106,12 @@ class Compiler implements TrainContext {
   constructor(
     private readonly model: tf.LayersModel,
     readonly opts: TrainOptions,
-  ) {}
+    private readonly head: Omit<MarginHeadSpec, 'batch' | 'embeddingSize'> | null,
+  ) {
+    this.b = head ? this.f : new GraphBuilder(OPSET);
+  }
 
-  compile(): TrainingGraphs {
+  compile(): TrainingGraphs | TrainingStepGraph {
     const m = this.model;
     if (m.inputs.length !== 1 || m.outputs.length !== 1) throw new UnsupportedLayerError('one input and one output expected');
     const inShape = m.inputs[0]!.shape as number[];
@@ -112,6 +138,7 @@ class Compiler implements TrainContext {
     this.f.rename(outVal.name, output.name);
     outVal.name = output.name;
 
+    if (this.head) return this.compileStep(input, output);
     // Backward: the output's gradient is an input, then every recorded emitter in reverse.
     const dy = this.b.reserve(`grad:${output.name}`);
     this.grads.set(output.name, [dy]);
@@ -137,6 +164,32 @@ class Compiler implements TrainContext {
     return { forward, backward, params: this.params, input, output, saved: this.saved, batchNorms: this.batchNorms, backwardInputs: bInputs.map((v) => v.name) };
   }
 
+  private compileStep(input: GraphValue, output: GraphValue): TrainingStepGraph {
+    if (output.dims.length !== 2) throw new UnsupportedLayerError(`the head needs an embedding [batch, d], the model gives [${output.dims.join(', ')}]`);
+    const g = this.f;
+    const h = emitMarginHead(g, output.name, { ...this.head!, batch: output.dims[0]!, embeddingSize: output.dims[1]! });
+    this.grads.set(output.name, [h.dEmbedding]);
+    for (let i = this.emitters.length - 1; i >= 0; i--) this.emitters[i]!();
+    const loss = g.reserve('loss');
+    g.rename(h.loss, loss);
+    const weightGrad = g.reserve('grad:head.weight');
+    g.rename(h.dWeight, weightGrad);
+    const classes = this.head!.classes;
+    const d = output.dims[1]!;
+    const outputs: ValueInfo[] = [{ name: loss, dims: [1] }];
+    for (const bn of this.batchNorms) outputs.push({ name: bn.mean, dims: [bn.channels] }, { name: bn.variance, dims: [bn.channels] });
+    outputs.push(...this.gradOutputs, { name: weightGrad, dims: [classes, d] });
+    const paramInputs = this.params.map((p) => ({ name: p.name, dims: p.variable.shape as number[] }));
+    const model = g.encode({
+      graphName: 'train_step',
+      inputs: [input, ...paramInputs, { name: h.weight, dims: [classes, d] }, { name: h.onehot, dims: [output.dims[0]!, classes] }],
+      outputs,
+      metadata: {},
+      producerVersion: '0',
+    });
+    return { model, params: this.params, input, batchNorms: this.batchNorms, head: { weight: h.weight, onehot: h.onehot, loss, weightGrad }, grads: this.gradOutputs };
+  }
+
   private bUses(name: string): boolean {
     return this.b.nodes.some((nd) => nd.input!.includes(name));
   }
@@ -159,6 +212,8 @@ class Compiler implements TrainContext {
   }
 
   toB(fwdName: string, dims: number[]): string {
+    // One graph: the backward reads forward values directly.
+    if (this.b === this.f) return fwdName;
     let name = this.inB.get(fwdName);
     if (name) return name;
     name = this.b.reserve(fwdName);

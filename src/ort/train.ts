@@ -33,10 +33,10 @@ interface Compiled {
 }
 
 /** Milliseconds spent in the compiled graphs since the process started (bench/train.ts's profile). */
-export const compiledTimes = { forwardMs: 0, backwardMs: 0 };
+export const compiledTimes = { forwardMs: 0, backwardMs: 0, stepMs: 0 };
 
 /** Networks with at least this much weight (r50 and up; r18 has 92 MB) train memory-lean. */
-const LEAN_MIN_WEIGHT_BYTES = 128 * 2 ** 20;
+export const LEAN_MIN_WEIGHT_BYTES = 128 * 2 ** 20;
 
 const cache = new WeakMap<tf.LayersModel, Map<string, Compiled | UnsupportedLayerError>>();
 
@@ -113,7 +113,7 @@ const isHeap = (b: tf.KernelBackend): b is HeapBackend => typeof (b as Partial<H
  * A tensor's float32 data without copying: a view of the wasm heap (valid until the heap next grows:
  * take views only after the last allocation), or the cpu backend's own array.
  */
-function view(t: tf.Tensor): Float32Array {
+export function view(t: tf.Tensor): Float32Array {
   const backend = tf.backend();
   if (isHeap(backend)) return backend.typedArrayFromHeap(t);
   const d = t.dataSync();
@@ -121,7 +121,7 @@ function view(t: tf.Tensor): Float32Array {
 }
 
 /** New tensors of `shapes` on the active backend, with arrays ORT can write straight into. */
-function outputs(shapes: number[][]): { tensors: tf.Tensor[]; arrays: () => Float32Array[] } {
+export function outputs(shapes: number[][]): { tensors: tf.Tensor[]; arrays: () => Float32Array[] } {
   const backend = tf.backend();
   if (isHeap(backend)) {
     const infos = shapes.map((s) => backend.makeOutput(s, 'float32'));

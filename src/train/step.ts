@@ -3,6 +3,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { PartialFC } from '../losses/partial-fc.ts';
 import { applyBatchNormUpdates, trainForward, type BatchNormUpdate } from './forward.ts';
+import { compiledTrainStep } from './compiled-step.ts';
 import type { GradientAccumulator, TorchOptimizer } from './optimizers.ts';
 
 export interface StepParts {
@@ -25,13 +26,22 @@ export interface StepParts {
  * so the caller can stop with the last good state intact.
  */
 export async function trainStep(p: StepParts, images: tf.Tensor4D, labels: Int32Array, lr: number): Promise<number> {
-  const { value, grads } = tf.variableGrads(
-    () => p.head.loss(trainForward(p.backbone, images, p.bnUpdates, { freezeBatchNorm: p.freezeBatchNorm }) as tf.Tensor2D, labels),
-    [...p.backboneVars, p.head.weight],
-  );
-  // Awaited: the webgpu backend has no synchronous read in Node.
-  const loss = (await value.data())[0]!;
-  value.dispose();
+  // On the ort engines the whole step is one compiled graph where the backbone and head allow it.
+  const fused = compiledTrainStep(p.backbone, p.head, images, labels, p.bnUpdates, p.freezeBatchNorm ?? false);
+  let loss: number;
+  let grads: tf.NamedTensorMap;
+  if (fused) {
+    ({ loss, grads } = fused);
+  } else {
+    const r = tf.variableGrads(
+      () => p.head.loss(trainForward(p.backbone, images, p.bnUpdates, { freezeBatchNorm: p.freezeBatchNorm }) as tf.Tensor2D, labels),
+      [...p.backboneVars, p.head.weight],
+    );
+    grads = r.grads;
+    // Awaited: the webgpu backend has no synchronous read in Node.
+    loss = (await r.value.data())[0]!;
+    r.value.dispose();
+  }
   if (!Number.isFinite(loss)) {
     tf.dispose(Object.values(grads));
     for (const u of p.bnUpdates) tf.dispose([u.mean, u.variance]);
