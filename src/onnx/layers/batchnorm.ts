@@ -147,7 +147,9 @@ function train(cx: TrainContext, layer: tf.layers.Layer, ins: TrainValue[]): Tra
     if (centredName) return centredName;
     const b = cx.b;
     const meanB = frozen ? cx.reshape(b, cx.paramB(meanV), bshape, `${ln}.rmB`) : cx.toB(mean, statDims);
-    return (centredName = b.node('Sub', [cx.save(x), meanB], `${ln}.xcB`));
+    // x + (-mean), exactly x - mean, but not the forward's Sub node: in a one-graph step ORT would merge
+    // the two and keep that activation-sized difference alive from the forward to the backward.
+    return (centredName = b.node('Add', [cx.save(x), b.node('Neg', [meanB], `${ln}.negmB`)], `${ln}.xcB`));
   };
   const out: TrainValue = {
     name: y,
