@@ -54,7 +54,7 @@ async function oneStep(backend: string, spec: Partial<BackboneSpec> & { network:
   return { loss, grads: got, stepMs };
 }
 
-function assertClose(got: Map<string, Float32Array>, want: Map<string, Float32Array>, tol = 2e-3): void {
+function assertClose(got: Map<string, Float32Array>, want: Map<string, Float32Array>, tol = 2e-4): void {
   assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
   const norm = (a: ArrayLike<number>) => Math.sqrt(Array.from(a).reduce((s, v) => s + v * v, 0));
   const globalMax = Math.max(...[...want.values()].map((a) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0)));
