@@ -1,11 +1,16 @@
 // `arcface serve`: serves the web page (dist-web/, built with the package) on a local port with node:http.
-// Everything the page does runs in the browser; the server only hands out the page's own files.
+// Everything the page does runs in the browser; the server only hands out the page's own files, and the
+// detector weights and wasm binaries its assets.json names from the installed packages (dependencies of
+// this one), unless the build copied them into the folder (`--standalone`).
 import type { CommandModule } from 'yargs';
 import fs from 'node:fs';
 import http from 'node:http';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ArcfaceError } from '../../errors.ts';
+
+const require = createRequire(import.meta.url);
 
 /** dist-web beside src/ or dist/ (three levels above this module in both layouts). */
 export const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'dist-web');
@@ -30,19 +35,35 @@ export interface WebServer {
 export function startWebServer(opts: { dir?: string; port?: number; host?: string } = {}): Promise<WebServer> {
   const dir = path.resolve(opts.dir ?? WEB_DIR);
   if (!fs.existsSync(path.join(dir, 'index.html'))) {
-    throw new ArcfaceError('the web page is not built (no index.html): run `npm run build:web` in a checkout', dir);
+    throw new ArcfaceError('the web page is not built (no index.html): run `npm run build:web` in a checkout of arcface-ts', dir);
   }
+  const manifest = path.join(dir, 'assets.json');
+  const assets = fs.existsSync(manifest) ? (JSON.parse(fs.readFileSync(manifest, 'utf8')) as Record<string, string>) : {};
   const server = http.createServer((req, res) => {
-    const pathname = decodeURIComponent(new URL(req.url ?? '/', 'http://localhost').pathname);
-    const file = path.join(dir, pathname.endsWith('/') ? `${pathname}index.html` : pathname);
     const send = (code: number, body: string) => {
       res.writeHead(code, { 'content-type': 'text/plain; charset=utf-8' });
       res.end(body);
     };
+    let pathname: string;
+    try {
+      pathname = decodeURIComponent(new URL(req.url ?? '/', 'http://localhost').pathname);
+    } catch {
+      return send(400, 'bad request\n');
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'method not allowed\n');
-    if (path.relative(dir, file).startsWith('..') || !fs.existsSync(file) || !fs.statSync(file).isFile()) return send(404, 'not found\n');
+    let file = path.join(dir, pathname.endsWith('/') ? `${pathname}index.html` : pathname);
+    const asset = assets[pathname.slice(1)];
+    if (asset && !fs.existsSync(file)) {
+      try {
+        file = require.resolve(asset);
+      } catch {
+        return send(404, `not found: ${asset} is not installed\n`);
+      }
+    } else if (path.relative(dir, file).startsWith('..') || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+      return send(404, 'not found\n');
+    }
     const type = TYPES[path.extname(file)] ?? 'application/octet-stream';
-    // The page and its scripts may change with the package; the weights do not.
+    // no-cache: a rebuilt page is picked up on reload.
     res.writeHead(200, { 'content-type': type, 'content-length': fs.statSync(file).size, 'cache-control': 'no-cache' });
     if (req.method === 'HEAD') return res.end();
     fs.createReadStream(file).pipe(res);
