@@ -15,13 +15,15 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { unzipSync } from 'fflate';
 import type { Browser, ElementHandle, Page } from 'puppeteer-core';
-import { REPO_ROOT } from './helpers/fixtures.ts';
+import { REPO_ROOT, sharedFixture } from './helpers/fixtures.ts';
 import { packageFile } from './helpers/third-party-model.ts';
 import { variant } from './helpers/web-photos.ts';
 import { buildBackbone } from '../src/models/factory.ts';
+import { countParameters } from '../src/models/params.ts';
 import { writeModelFiles, loadModel } from '../src/models/io.ts';
 import { importOnnx } from '../src/convert/onnx/index.ts';
 import { readCard } from '../src/infer/card.ts';
+import { importTorch } from '../src/convert/import-torch.ts';
 import { startWebServer, type WebServer } from '../src/cli/commands/serve.ts';
 // @ts-expect-error: a plain ES module script without types
 import { buildWeb } from '../scripts/build-web.mjs';
@@ -41,6 +43,9 @@ const PEOPLE: { name: string; photo: number; box: [number, number, number, numbe
   { name: 'fay', photo: 5, box: [787, 109, 156, 212] },
 ];
 const VARIANTS = 6;
+// insightface's IResNet (r18 topology, one block per stage) as ONNX and .pth, where ../shared/fixtures is present.
+const TINY_ONNX = sharedFixture('iresnet_tiny', 'backbone.onnx');
+const TINY_PTH = sharedFixture('iresnet_tiny', 'backbone.pth');
 
 let tmp: string;
 let server: WebServer;
@@ -78,7 +83,7 @@ interface PageState {
   people: number;
   photos: number;
   pending: number;
-  model?: unknown;
+  model?: { source: string; network: string; parameters: number };
   loss: { step: number; value: number }[];
   accuracy: { step: number; value: number }[];
   initialAccuracy?: number;
@@ -122,7 +127,7 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   return d;
 };
 
-test('the web page detects, aligns, fine-tunes, calibrates, verifies and downloads a model that Node loads', { skip, timeout: 240_000 }, async (t) => {
+test('the web page detects, aligns, fine-tunes, calibrates, verifies and downloads a model that Node loads', { skip, timeout: 360_000 }, async (t) => {
   const t0 = Date.now();
   // Photos: six people x six variants, named person_k.jpg (a name per photo); two more of ada to verify.
   const photoDir = path.join(tmp, 'photos');
@@ -238,6 +243,26 @@ test('the web page detects, aligns, fine-tunes, calibrates, verifies and downloa
     speed[b] = r.error ? { error: r.error } : { steps: r.steps, stepsPerSecond: +r.stepsPerSecond!.toFixed(3), imagesPerSecond: +r.imagesPerSecond!.toFixed(2) };
   }
   assert.ok(Object.values(speed).some((s) => s.stepsPerSecond! > 0), JSON.stringify(speed));
+
+  // Starting models in the other formats: insightface's ONNX export and .pth of one network, read by the
+  // page's importers, embed the page's crop as the Node importers' models do.
+  const imported: Record<string, number> = {};
+  for (const file of [TINY_ONNX, TINY_PTH].filter((f): f is string => !!f)) {
+    await input('#model', [file]);
+    const name = path.basename(file);
+    const s = await waitFor(`${name} to load`, (x) => x.model?.source === name, 60_000);
+    const p = (await page.evaluate(() => (window as unknown as { arcfaceWeb: { probe(): Promise<unknown> } }).arcfaceWeb.probe())) as typeof probe;
+    const node = file.endsWith('.onnx') ? (await importOnnx(file)).model : importTorch(file).model;
+    // 6,511,232 in the .pth; the ONNX export folded the BatchNorms that follow convolutions.
+    assert.equal(s.model!.parameters, countParameters(node));
+    assert.ok(s.model!.parameters > 6_500_000, `${s.model!.parameters}`);
+    const xi = tf.tensor4d(Float32Array.from(p.crop, (v) => (v - 127.5) / 127.5), [1, p.size, p.size, 3]);
+    imported[name] = maxAbsDiff((node.predict(xi) as tf.Tensor).dataSync(), p.embedding) / Math.max(1, ...p.embedding.map(Math.abs));
+    assert.ok(imported[name]! <= 1e-4, `${name}: the page's embedding differs from Node's by ${imported[name]} (relative)`);
+    tf.dispose(xi);
+    node.dispose();
+  }
+  t.diagnostic(`imported starting models, page vs Node (relative): ${JSON.stringify(imported)}`);
   const figures = {
     test: 'web',
     browser: await browser.version(),
