@@ -11,6 +11,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
+import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { unzipSync } from 'fflate';
@@ -54,9 +55,9 @@ let page: Page;
 let build: { javascriptBytes: number; wasmBytes: number; weightsBytes: number };
 
 before(async () => {
-  if (skip) return;
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'arcface-web-'));
   build = await buildWeb();
+  if (skip) return;
   server = await startWebServer({ port: 0 });
   const { launch } = await import('puppeteer-core');
   browser = await launch({
@@ -126,6 +127,42 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
   return d;
 };
+
+test('`arcface serve` serves the page and the package files its assets.json names, nothing else; a busy port is an error', async () => {
+  const cli = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'src', 'cli', 'main.ts'), 'serve', '--port', '0'], { cwd: REPO_ROOT });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      cli.stdout.on('data', (b: Buffer) => {
+        out += b.toString();
+        const m = /serving the web page at (http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      cli.once('exit', (code) => reject(new Error(`arcface serve exited with ${code}: ${out}`)));
+    });
+    const get = async (p: string) => {
+      const r = await fetch(`${url}${p}`);
+      return { status: r.status, type: r.headers.get('content-type'), bytes: new Uint8Array(await r.arrayBuffer()) };
+    };
+    const index = await get('');
+    assert.deepEqual([index.status, index.type], [200, 'text/html; charset=utf-8']);
+    assert.match(new TextDecoder().decode(index.bytes), /<script type="module" src="app.js">/);
+    assert.equal((await get('app.js')).bytes.length, build.javascriptBytes);
+    const wasm = await get('tfjs-backend-wasm-simd.wasm');
+    assert.deepEqual([wasm.status, wasm.type], [200, 'application/wasm']);
+    const weights = await get('model/ssd_mobilenetv1_model.bin');
+    assert.deepEqual(weights.bytes, new Uint8Array(fs.readFileSync(packageFile('@vladmandic/face-api', 'model/ssd_mobilenetv1_model.bin')!)));
+    // Only the four face-api files it names, and nothing outside dist-web.
+    assert.equal((await get('model/age_gender_model.bin')).status, 404);
+    assert.equal((await get('..%2fpackage.json')).status, 404);
+    const port = new URL(url).port;
+    const busy = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'src', 'cli', 'main.ts'), 'serve', '--port', port], { cwd: REPO_ROOT, encoding: 'utf8' });
+    assert.equal(busy.status, 1);
+    assert.match(busy.stderr, new RegExp(`port ${port} is in use`));
+  } finally {
+    cli.kill();
+  }
+});
 
 test('the web page detects, aligns, fine-tunes, calibrates, verifies and downloads a model that Node loads', { skip, timeout: 360_000 }, async (t) => {
   const t0 = Date.now();
