@@ -106,6 +106,8 @@ let modelSource = '';
 let card: ModelCard | undefined;
 let people: string[] = [];
 let stopper: AbortController | undefined;
+/** The running fine-tuning: detection (which may switch backends) waits for it. */
+let training: Promise<void> | undefined;
 let trainBackend: BackendName = 'cpu';
 let headCount = 0;
 
@@ -286,7 +288,8 @@ function addPhotos(items: { file: File; person: string }[]): void {
     p.el = el;
   }
   refreshSummary();
-  void alignPending();
+  // Detection may switch backends: photos added while fine-tuning wait for it to end.
+  void (training ?? Promise.resolve()).then(() => alignPending()).catch(fail);
 }
 
 let aligning: Promise<void> | undefined;
@@ -344,6 +347,9 @@ function updateButtons(): void {
   const busy = state.phase === 'training';
   $<HTMLButtonElement>('train').disabled = busy || !model || people.length < 2 || state.aligned < 4;
   $<HTMLButtonElement>('stop').disabled = !busy;
+  $<HTMLSelectElement>('backend-select').disabled = busy;
+  $<HTMLInputElement>('model').disabled = busy;
+  $<HTMLButtonElement>('new-model').disabled = busy;
   $<HTMLButtonElement>('verify').disabled = busy || !model;
   for (const id of ['dl-tfjs', 'dl-onnx', 'dl-card']) $<HTMLButtonElement>(id).disabled = busy || !model;
 }
@@ -860,7 +866,11 @@ async function main(): Promise<void> {
     await useBackend(trainBackend);
     setModel(newTinyModel(), 'new tiny IResNet');
   }));
-  $('train').addEventListener('click', run(train));
+  $('train').addEventListener('click', run(async () => {
+    if (training) return;
+    training = train().finally(() => (training = undefined));
+    await training;
+  }));
   $('stop').addEventListener('click', () => stopper?.abort());
   $('verify').addEventListener('click', run(verify));
   $('dl-tfjs').addEventListener('click', run(async () => save(await tfjsZip(), 'arcface-finetuned-tfjs.zip', 'application/zip')));
