@@ -28,3 +28,9 @@ export { cosineSimilarity, l2Normalise, verdict, DEFAULT_THRESHOLD } from './inf
 export { alignmentMatrix, warpAffine, normCrop, arcfaceTemplate, type Landmarks5, type Point } from './infer/align.ts';
 export type { RgbImage } from './infer/image.ts';
 export { ArcfaceError } from './errors.ts';
+export { fivePointsFrom68 } from './infer/align.ts';
+export { defaultCard, parseCard, withThresholds, pickThreshold, CARD_FILE, ONNX_CARD_KEY, type ModelCard, type CalibratedThreshold } from './infer/model-card.ts';
+export { drawPairs, type DrawPairsOptions } from './data/draw-pairs.ts';
+export { planSmallData, type SmallDataPlan } from './train/small-data.ts';
+export { registerWasmGradientKernels } from './backend/wasm-grad.ts';
+export { inputConventionOf, type InputConvention } from './models/input-convention.ts';

@@ -4,7 +4,7 @@
 // (b) type-checks a TypeScript file under a strict NodeNext tsconfig (test/fixtures/consumer/).
 import { test, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -51,10 +51,11 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 test('the tarball holds the compiled package, its bin and configs, and nothing else', (t) => {
   const files = pack.files.map((f) => f.path);
   t.diagnostic(`${pack.filename}: ${pack.size} bytes packed, ${pack.unpackedSize} unpacked, ${pack.entryCount} files`);
-  for (const f of ['package.json', 'README.md', 'bin/arcface.js', 'configs/base.json', 'configs/tiny.json', 'dist/index.js', 'dist/index.d.ts', 'dist/index.js.map', 'dist/browser.js', 'dist/browser.d.ts', 'dist/cli/main.js', 'dist/data/decode-worker.js']) {
+  for (const f of ['package.json', 'README.md', 'bin/arcface.js', 'configs/base.json', 'configs/tiny.json', 'dist/index.js', 'dist/index.d.ts', 'dist/index.js.map', 'dist/browser.js', 'dist/browser.d.ts', 'dist/cli/main.js', 'dist/data/decode-worker.js', 'dist-web/index.html', 'dist-web/app.js', 'dist-web/assets.json']) {
     assert.ok(files.includes(f), `${f} is missing from the tarball`);
   }
-  const stray = files.filter((f) => !/^(dist\/.*\.(js|d\.ts|js\.map)|bin\/arcface\.js|configs\/[\w-]+\.json|package\.json|README\.md)$/.test(f));
+  // The web page ships as its bundle; the detector weights and wasm it loads come from installed dependencies.
+  const stray = files.filter((f) => !/^(dist\/.*\.(js|d\.ts|js\.map)|dist-web\/(index\.html|style\.css|app\.js|assets\.json)|bin\/arcface\.js|configs\/[\w-]+\.json|package\.json|README\.md)$/.test(f));
   assert.deepEqual(stray, []);
   // Every compiled module has its types and map; no TypeScript source ships.
   for (const js of files.filter((f) => f.startsWith('dist/') && f.endsWith('.js'))) {
@@ -111,6 +112,33 @@ test('the installed `arcface` runs compiled JavaScript; --help loads no tfjs, on
   const loaded = [...staticPackages(path.join(installed, 'dist', 'cli', 'main.js'))];
   assert.deepEqual(loaded.filter((p) => /^(@tensorflow|onnxruntime|sharp|@vladmandic|onnx-proto|@cwasm)/.test(p)), []);
   assert.ok(loaded.includes('yargs'), `static imports: ${loaded}`);
+});
+
+test('the installed `arcface serve` serves the page, its detector weights and the tfjs wasm binaries', async (t) => {
+  if (!installedOrSkip(t)) return;
+  const child = spawn(path.join(project, 'node_modules', '.bin', 'arcface'), ['serve', '--port', '0'], { cwd: project });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (b: Buffer) => {
+        out += b.toString();
+        const m = /(http:\/\/\S+\/)/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      child.once('exit', (code) => reject(new Error(`arcface serve exited with ${code}: ${out}`)));
+    });
+    const assets = JSON.parse(fs.readFileSync(path.join(installed, 'dist-web', 'assets.json'), 'utf8')) as Record<string, string>;
+    for (const p of ['', 'app.js', ...Object.keys(assets)]) {
+      const r = await fetch(new URL(p, url));
+      assert.equal(r.status, 200, p);
+      const bytes = new Uint8Array(await r.arrayBuffer());
+      if (p in assets) assert.deepEqual(bytes, new Uint8Array(fs.readFileSync(path.join(project, 'node_modules', assets[p]!))), p);
+    }
+    // No way out of the page's folder (%2f is not a separator to the URL parser, so `..` reaches the server).
+    assert.equal((await fetch(`${url}..%2fpackage.json`)).status, 404);
+  } finally {
+    child.kill();
+  }
 });
 
 const FR = frFeatureOnnx();

@@ -28,6 +28,7 @@ export const commands: LazyCommand[] = [
   lazy('embed <images..>', 'Detect, align and embed faces: one JSON line {file, embedding, landmarks, score} per image', () => import('./commands/embed.ts')),
   lazy('compare <a> <b>', 'Compare two faces: cosine similarity and same/different at a threshold (JSON on stdout)', () => import('./commands/compare.ts')),
   lazy('search <probe>', 'Find a face among known people: the top-k identities of a gallery with scores and the match decision (JSON)', () => import('./commands/search.ts')),
+  lazy('serve', 'Serve the web page that detects, aligns, fine-tunes, calibrates and verifies faces in the browser (nothing is uploaded)', () => import('./commands/serve.ts')),
 ];
 
 /** The sub-command `argv` names (the first word that is not an option or the value of `--backend`). */

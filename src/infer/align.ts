@@ -107,3 +107,18 @@ export function normCrop(img: RgbImage, landmarks: Landmarks5, size = 112): { cr
   const matrix = alignmentMatrix(landmarks, size);
   return { crop: warpAffine(img, matrix, size), matrix };
 }
+
+/** The five ArcFace points from iBUG 68 points: eye centres = mean of 36-41 and 42-47, nose tip 30, mouth corners 48 and 54. */
+export function fivePointsFrom68(p: readonly Point[]): Landmarks5 {
+  if (p.length !== 68) throw new Error(`expected 68 landmarks, got ${p.length}`);
+  const mean = (from: number, to: number): Point => {
+    let x = 0, y = 0;
+    for (let i = from; i <= to; i++) {
+      x += p[i][0];
+      y += p[i][1];
+    }
+    const n = to - from + 1;
+    return [x / n, y / n];
+  };
+  return [mean(36, 41), mean(42, 47), p[30], p[48], p[54]];
+}

@@ -12,7 +12,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import type { Landmarks5, Point } from './align.ts';
+import { fivePointsFrom68, type Landmarks5, type Point } from './align.ts';
+
+export { fivePointsFrom68 };
 import type { RgbImage } from './image.ts';
 import { withSyncReads } from '../backend/select.ts';
 
@@ -49,21 +51,6 @@ export interface DetectOptions {
   /** Faces scoring below this are dropped (face-api's SSD default, 0.5). */
   minConfidence?: number;
   maxResults?: number;
-}
-
-/** The five ArcFace points from iBUG 68 points: eye centres = mean of 36-41 and 42-47, nose tip 30, mouth corners 48 and 54. */
-export function fivePointsFrom68(p: readonly Point[]): Landmarks5 {
-  if (p.length !== 68) throw new Error(`expected 68 landmarks, got ${p.length}`);
-  const mean = (from: number, to: number): Point => {
-    let x = 0, y = 0;
-    for (let i = from; i <= to; i++) {
-      x += p[i][0];
-      y += p[i][1];
-    }
-    const n = to - from + 1;
-    return [x / n, y / n];
-  };
-  return [mean(36, 41), mean(42, 47), p[30], p[48], p[54]];
 }
 
 /** Folder holding the detector and landmark weights inside the installed package. */

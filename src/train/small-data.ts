@@ -2,7 +2,7 @@
 // verification set, and size the batch and the schedule to the data instead of the recipe's defaults
 // (a recipe's batch of 32 or 128 does not fit 20 people x 5-10 photos).
 import { ArcfaceError } from '../errors.ts';
-import { drawPairs } from '../data/pairs.ts';
+import { drawPairs } from '../data/draw-pairs.ts';
 import { Rng } from '../data/random.ts';
 import type { TrainConfig } from './config.ts';
 
