@@ -97,6 +97,17 @@ export class GraphBuilder {
     return output;
   }
 
+  /** Adds a node whose outputs are `outs` (names already reserved). */
+  nodeWithOutputs(opType: string, inputs: string[], name: string, attrs: Record<string, AttrValue>, outs: string[]): void {
+    this.nodes.push({
+      opType,
+      name: this.unique(`${name}/${opType}`),
+      input: inputs,
+      output: outs,
+      attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
+    });
+  }
+
   /** Renames a node output everywhere it is produced or used (to give the graph output a fixed name). */
   rename(from: string, to: string): void {
     for (const n of this.nodes) {

@@ -109,6 +109,8 @@ function train(cx: TrainContext, layer: tf.layers.Layer, ins: TrainValue[]): Tra
   let rstd: string;
   let meanFlat: string; // [c], BatchNormalization's inputs
   let varFlat: string;
+  /** The output, when the statistics node already normalised. */
+  let normalised: string | undefined;
   if (frozen) {
     meanFlat = cx.param(meanV, false);
     varFlat = cx.param(varV, false);
@@ -116,30 +118,42 @@ function train(cx: TrainContext, layer: tf.layers.Layer, ins: TrainValue[]): Tra
     const v = cx.reshape(f, varFlat, bshape, `${ln}.rv`);
     rstd = f.node('Reciprocal', [f.node('Sqrt', [f.node('Add', [v, epsInit(f)], `${ln}.ve`)], `${ln}.sd`)], `${ln}.rstd`);
   } else {
-    // Two-pass variance (the centred sum of squares), as torch: no cancellation for large means.
-    const ax = cx.i64(f, 'axes', axes);
-    mean = f.node('ReduceMean', [x.name, ax], `${ln}.mean`, { keepdims: 1 });
-    const d = f.node('Sub', [x.name, mean], `${ln}.d`);
-    const v = f.node('Mul', [f.node('ReduceSumSquare', [d, ax], `${ln}.ss`, { keepdims: 1 }), f.floatInit('inv_n', [1], Float32Array.of(1 / count))], `${ln}.var`);
-    rstd = f.node('Reciprocal', [f.node('Sqrt', [f.node('Add', [v, epsInit(f)], `${ln}.ve`)], `${ln}.sd`)], `${ln}.rstd`);
+    // onnxruntime's training-mode BatchNormalization: normalises with the batch statistics and, with
+    // momentum 0, returns them as its running mean and (biased) variance: one kernel instead of a
+    // mean, a centred copy, a sum of squares and an inference BN.
     const bn: GraphBatchNorm = { layer, mean: `${ln}:mean`, variance: `${ln}:var`, channels: ch, count };
     f.reserve(bn.mean);
     f.reserve(bn.variance);
-    f.node('Reshape', [mean, cx.i64(f, 'shape', [ch])], bn.mean, {}, bn.mean);
-    f.node('Reshape', [v, cx.i64(f, 'shape', [ch])], bn.variance, {}, bn.variance);
+    const y = f.reserve(ln);
+    const unit = f.floatInit('ones', [ch], new Float32Array(ch).fill(1));
+    const none = f.floatInit('zeros', [ch], new Float32Array(ch));
+    f.nodeWithOutputs(
+      'BatchNormalization',
+      [x.name, gammaV ? cx.paramName(gammaV) : unit, betaV ? cx.paramName(betaV) : none, none, unit],
+      ln,
+      { epsilon: { float: eps }, momentum: { float: 0 }, training_mode: 1 },
+      [y, bn.mean, bn.variance],
+    );
     cx.addBatchNorm(bn);
+    const dims = rank === 4 ? [1, ch, 1, 1] : [1, ch];
+    mean = cx.reshape(f, bn.mean, dims, `${ln}.mean`);
+    const v = cx.reshape(f, bn.variance, dims, `${ln}.var`);
+    rstd = f.node('Reciprocal', [f.node('Sqrt', [f.node('Add', [v, epsInit(f)], `${ln}.ve`)], `${ln}.sd`)], `${ln}.rstd`);
     meanFlat = bn.mean;
     varFlat = bn.variance;
+    normalised = y;
   }
-  // y = gamma (x - mean) / sqrt(var + eps) + beta in one pass: ORT's (inference) BatchNormalization.
+  // Frozen: y = gamma (x - mean) / sqrt(var + eps) + beta with the running statistics, an inference BN.
   const ones = (g: GraphBuilder) => g.floatInit('ones', [ch], new Float32Array(ch).fill(1));
   const zeros = (g: GraphBuilder) => g.floatInit('zeros', [ch], new Float32Array(ch));
-  const y = f.node(
-    'BatchNormalization',
-    [x.name, gammaV ? cx.paramName(gammaV) : ones(f), betaV ? cx.paramName(betaV) : zeros(f), meanFlat, varFlat],
-    ln,
-    { epsilon: { float: eps } },
-  );
+  const y =
+    normalised ??
+    f.node(
+      'BatchNormalization',
+      [x.name, gammaV ? cx.paramName(gammaV) : ones(f), betaV ? cx.paramName(betaV) : zeros(f), meanFlat, varFlat],
+      ln,
+      { epsilon: { float: eps } },
+    );
   const statDims = frozen ? bshape : rank === 4 ? [1, ch, 1, 1] : [1, ch];
   // x - mean inside the backward, shared by the recomputed output and the gradient.
   let centredName: string | undefined;
