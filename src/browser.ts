@@ -6,7 +6,7 @@ export { iresnet, IRESNET_LAYERS, type IResNetOptions } from './models/iresnet.t
 export { mobileFaceNet, type MobileFaceNetOptions } from './models/mobilefacenet.ts';
 export { GroupedConv2D } from './models/grouped-conv.ts';
 export { countParameters } from './models/params.ts';
-export { specOf, modelToArtifacts, modelFromArtifacts, loadModelFromUrl } from './models/io-memory.ts';
+export { specOf, modelToArtifacts, modelFromArtifacts, loadModelFromUrl, modelJsonOf } from './models/io-memory.ts';
 export { CombinedMarginLoss, type MarginOptions, type MarginVariant, type Labels } from './losses/margin.ts';
 export { PartialFC, type PartialFCOptions } from './losses/partial-fc.ts';
 export { evaluateVerification, pairDistances, type VerificationResult, type VerificationOptions } from './eval/verification.ts';

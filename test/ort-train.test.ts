@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
+import { assertGradientsClose } from './helpers/compare.ts';
 import { ortStats } from '../src/backend/ort-conv.ts';
 import { buildBackbone, type BackboneSpec } from '../src/models/factory.ts';
 import { compiledTimes, compiledTrainingUnsupported } from '../src/ort/train.ts';
@@ -45,22 +46,6 @@ async function gradients(backend: string, spec: Partial<BackboneSpec> & { networ
   return out;
 }
 
-/** ||Δ|| <= 1e-3 ||g|| per weight; gradients that are ~0 in theory (round-off on both sides) against the global scale. */
-function assertClose(got: Map<string, Float32Array>, want: Map<string, Float32Array>): void {
-  assert.equal(got.size, want.size);
-  const norm = (a: ArrayLike<number>) => Math.sqrt(Array.from(a).reduce((s, v) => s + v * v, 0));
-  const globalMax = Math.max(...[...want.values()].map((a) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0)));
-  for (const [name, g] of got) {
-    const ref = want.get(name)!;
-    const diff = norm(g.map((v, i) => v - ref[i]!));
-    if (ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0) < 1e-4 * globalMax) {
-      assert.ok(diff <= 1e-6 * globalMax * Math.sqrt(g.length), `${name}: |Δ| ${diff} where the gradient is ~0`);
-      continue;
-    }
-    assert.ok(diff <= 1e-3 * norm(ref), `${name}: ||Δ|| ${diff} > 1e-3 × ||g|| ${norm(ref)}`);
-  }
-}
-
 const IRESNET = { network: 'iresnet', layers: [1, 1, 1, 1], widths: [8, 16, 16, 32], inputSize: 32, embeddingSize: 16 };
 const MBF = { network: 'mbf', blocks: [1, 1, 1, 1], scale: 1, inputSize: 32, embeddingSize: 16 };
 // Other sizes: two blocks in a stage, 48x48 input (3x3 maps at the last stage), a 7-d embedding.
@@ -72,11 +57,11 @@ for (const engine of ['ort', 'ort-cpu']) {
     const runs = ortStats().runs;
     const got = await gradients(engine, IRESNET, 5, { compiled: false });
     assert.ok(ortStats().runs - runs >= 3 * 11, 'the convolutions ran on ORT');
-    assertClose(got, cpu);
+    assertGradientsClose(got, cpu);
   });
 
   test(`${engine}, layer by layer: mbf-like network (grouped, depthwise) gradients equal the cpu backend's`, async () => {
-    assertClose(await gradients(engine, MBF, 4, { compiled: false }), await gradients('cpu', MBF, 4));
+    assertGradientsClose(await gradients(engine, MBF, 4, { compiled: false }), await gradients('cpu', MBF, 4));
   });
 
   test(`${engine}, compiled: IResNet and mbf gradients and BN statistics equal the cpu backend's (batch 5)`, async () => {
@@ -86,7 +71,7 @@ for (const engine of ['ort', 'ort-cpu']) {
       const got = await gradients(engine, spec, 5);
       assert.ok(compiledTimes.backwardMs > before, 'the compiled backward ran');
       assert.ok(cpu.size > 20 && [...cpu.keys()].some((k) => k.endsWith(':var')));
-      assertClose(got, cpu);
+      assertGradientsClose(got, cpu);
     }
   });
 
@@ -94,7 +79,7 @@ for (const engine of ['ort', 'ort-cpu']) {
     const cpu = await gradients('cpu', IRESNET, 3);
     process.env.ARCFACE_ORT_LEAN = '1';
     try {
-      assertClose(await gradients(engine, IRESNET, 3), cpu);
+      assertGradientsClose(await gradients(engine, IRESNET, 3), cpu);
     } finally {
       delete process.env.ARCFACE_ORT_LEAN;
     }
@@ -104,7 +89,7 @@ for (const engine of ['ort', 'ort-cpu']) {
     for (const batch of [1, 5]) {
       for (const spec of [IRESNET, MBF]) {
         const opts = { freezeBatchNorm: true };
-        assertClose(await gradients(engine, spec, batch, opts), await gradients('cpu', spec, batch, opts));
+        assertGradientsClose(await gradients(engine, spec, batch, opts), await gradients('cpu', spec, batch, opts));
       }
     }
   });

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/select.ts';
+import { assertGradientsClose } from './helpers/compare.ts';
 import { buildBackbone, type BackboneSpec } from '../src/models/factory.ts';
 import { PartialFC, type PartialFCOptions } from '../src/losses/partial-fc.ts';
 import { compiledTimes } from '../src/ort/train.ts';
@@ -54,21 +55,6 @@ async function oneStep(backend: string, spec: Partial<BackboneSpec> & { network:
   return { loss, grads: got, stepMs };
 }
 
-function assertClose(got: Map<string, Float32Array>, want: Map<string, Float32Array>, tol = 2e-4): void {
-  assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
-  const norm = (a: ArrayLike<number>) => Math.sqrt(Array.from(a).reduce((s, v) => s + v * v, 0));
-  const globalMax = Math.max(...[...want.values()].map((a) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0)));
-  for (const [name, g] of got) {
-    const ref = want.get(name)!;
-    const diff = norm(g.map((v, i) => v - ref[i]!));
-    if (ref.reduce((m, v) => Math.max(m, Math.abs(v)), 0) < 1e-4 * globalMax) {
-      assert.ok(diff <= 1e-6 * globalMax * Math.sqrt(g.length), `${name}: |Δ| ${diff} where the gradient is ~0`);
-      continue;
-    }
-    assert.ok(diff <= tol * norm(ref), `${name}: ||Δ|| ${diff} > ${tol} × ||g|| ${norm(ref)}`);
-  }
-}
-
 const CASES: [string, Partial<BackboneSpec> & { network: string }, Omit<PartialFCOptions, 'embeddingSize'>, boolean][] = [
   ['iresnet, ArcFace', IRESNET, { numClasses: 12, margin: { s: 64, m1: 1, m2: 0.5, m3: 0 } }, false],
   ['iresnet, CosFace, Partial FC 0.5, inter-class filtering', IRESNET, { numClasses: 40, sampleRate: 0.5, margin: { s: 30, m1: 1, m2: 0, m3: 0.35, interclassFilteringThreshold: 0.1 } }, false],
@@ -81,7 +67,7 @@ for (const [what, spec, head, frozen] of CASES) {
     const got = await oneStep('ort', spec, head, frozen);
     assert.ok(got.stepMs > 0, 'the ort step did not run the compiled graph');
     assert.ok(Math.abs(got.loss - want.loss) <= 1e-4 * Math.abs(want.loss), `loss ${got.loss} vs ${want.loss}`);
-    assertClose(got.grads, want.grads);
+    assertGradientsClose(got.grads, want.grads, 2e-4);
   });
 }
 
@@ -91,7 +77,7 @@ test('compiled step: the classic ArcFace variant falls back to tf.variableGrads 
   const got = await oneStep('ort', IRESNET, head);
   assert.equal(got.stepMs, 0);
   assert.ok(Math.abs(got.loss - want.loss) <= 1e-4 * Math.abs(want.loss));
-  assertClose(got.grads, want.grads);
+  assertGradientsClose(got.grads, want.grads, 2e-4);
 });
 
 test('compiled step: tensors stay flat and the loss falls over steps with a real optimizer', async () => {

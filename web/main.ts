@@ -22,6 +22,7 @@ import {
   importTorch,
   inputConventionOf,
   modelToArtifacts,
+  modelJsonOf,
   normCrop,
   ONNX_CARD_KEY,
   planSmallData,
@@ -734,14 +735,7 @@ function save(bytes: Uint8Array, name: string, type: string): void {
 /** model.json + weights.bin + model-card.json, as `arcface export --format tfjs` writes them. */
 async function tfjsZip(): Promise<Uint8Array> {
   const a = await modelToArtifacts(model!, modelSpec);
-  const json = {
-    format: a.format ?? 'layers-model',
-    generatedBy: a.generatedBy,
-    convertedBy: 'arcface-ts',
-    modelTopology: a.modelTopology,
-    userDefinedMetadata: a.userDefinedMetadata,
-    weightsManifest: [{ paths: ['weights.bin'], weights: a.weightSpecs ?? [] }],
-  };
+  const json = modelJsonOf(a, 'weights.bin');
   return zipSync({
     'model.json': strToU8(JSON.stringify(json)),
     'weights.bin': new Uint8Array(a.weightData as ArrayBuffer),

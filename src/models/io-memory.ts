@@ -41,6 +41,18 @@ export function modelFromArtifacts(artifacts: tf.io.ModelArtifacts): Promise<tf.
   return tf.loadLayersModel(tf.io.fromMemory(artifacts));
 }
 
+/** The model.json of `a` with its weights in one file, `weightsPath` (the layout `arcface export --format tfjs` writes). */
+export function modelJsonOf(a: tf.io.ModelArtifacts, weightsPath: string): Record<string, unknown> {
+  return {
+    format: a.format ?? 'layers-model',
+    generatedBy: a.generatedBy,
+    convertedBy: 'arcface-ts',
+    modelTopology: a.modelTopology,
+    userDefinedMetadata: a.userDefinedMetadata,
+    weightsManifest: [{ paths: [weightsPath], weights: a.weightSpecs ?? [] }],
+  };
+}
+
 /** A model from a model.json URL (its weight shards next to it), e.g. one written by `arcface export --format tfjs`. */
 export function loadModelFromUrl(url: string, opts?: tf.io.LoadOptions): Promise<tf.LayersModel> {
   return tf.loadLayersModel(url, opts);

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeFolderAtomic } from '../util/atomic.ts';
 import type { BackboneSpec } from './factory.ts';
+import { modelJsonOf } from './io-memory.ts';
 import './grouped-conv.ts'; // registers the custom layer before any model.json is parsed
 
 export { specOf } from './io-memory.ts';
@@ -37,14 +38,7 @@ export async function writeModelFiles(model: tf.LayersModel, dir: string, spec?:
     tf.io.withSaveHandler(async (a) => {
       const weightData = a.weightData as ArrayBuffer | ArrayBuffer[] | undefined;
       const weights = Array.isArray(weightData) ? Buffer.concat(weightData.map((b) => Buffer.from(b))) : Buffer.from(weightData ?? new ArrayBuffer(0));
-      const json = {
-        format: a.format ?? 'layers-model',
-        generatedBy: a.generatedBy,
-        convertedBy: 'arcface-ts',
-        modelTopology: a.modelTopology,
-        userDefinedMetadata: a.userDefinedMetadata,
-        weightsManifest: [{ paths: [WEIGHTS_BIN], weights: a.weightSpecs ?? [] }],
-      };
+      const json = modelJsonOf(a, WEIGHTS_BIN);
       fs.writeFileSync(path.join(dir, WEIGHTS_BIN), weights);
       fs.writeFileSync(path.join(dir, MODEL_JSON), JSON.stringify(json));
       return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON', weightDataBytes: weights.length } };

@@ -30,3 +30,22 @@ export function nhwcToNchw(data: ArrayLike<number>, [n, h, w, c]: number[]): Flo
         for (let k = 0; k < c!; k++) out[((b * c! + k) * h! + y) * w! + x] = data[((b * h! + y) * w! + x) * c! + k]!;
   return out;
 }
+
+/**
+ * Named gradients: ||Δ|| <= rel ||g|| per weight; a gradient that is ~0 in theory (round-off on both
+ * sides, below 1e-4 of the largest) is held to 1e-6 of that global scale per element instead.
+ */
+export function assertGradientsClose(got: Map<string, Float32Array>, want: Map<string, Float32Array>, rel = 1e-3): void {
+  assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
+  const norm = (a: ArrayLike<number>) => Math.sqrt(Array.from(a).reduce((s, v) => s + v * v, 0));
+  const globalMax = Math.max(...[...want.values()].map(maxAbs));
+  for (const [name, g] of got) {
+    const ref = want.get(name)!;
+    const diff = norm(g.map((v, i) => v - ref[i]!));
+    if (maxAbs(ref) < 1e-4 * globalMax) {
+      assert.ok(diff <= 1e-6 * globalMax * Math.sqrt(g.length), `${name}: |Δ| ${diff} where the gradient is ~0`);
+      continue;
+    }
+    assert.ok(diff <= rel * norm(ref), `${name}: ||Δ|| ${diff} > ${rel} × ||g|| ${norm(ref)}`);
+  }
+}
