@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { OrtSession, ortAvailable } from './binding.ts';
 import { backendCaps } from '../backend/caps.ts';
-import { compileTrainingGraphs, UnsupportedLayerError, type GraphParam, type TrainingGraphs } from '../onnx/training.ts';
+import { compileTrainingGraphs, UnsupportedLayerError, type GraphBatchNorm, type GraphParam, type TrainingGraphs } from '../onnx/training.ts';
 
 /** A BatchNorm layer's batch statistics from one forward pass, to fold into its running statistics. */
 export interface BatchNormUpdate {
@@ -36,7 +36,26 @@ interface Compiled {
 export const compiledTimes = { forwardMs: 0, backwardMs: 0, stepMs: 0 };
 
 /** Networks with at least this much weight (r50 and up; r18 has 92 MB) train memory-lean. */
-export const LEAN_MIN_WEIGHT_BYTES = 128 * 2 ** 20;
+const LEAN_MIN_WEIGHT_BYTES = 128 * 2 ** 20;
+
+/** Whether `model` trains memory-lean (PReLU outputs recomputed): its weight size, or ARCFACE_ORT_LEAN=1/0. */
+export function trainsLean(model: tf.LayersModel): boolean {
+  const env = process.env.ARCFACE_ORT_LEAN;
+  if (env === '1' || env === '0') return env === '1';
+  const weightBytes = model.trainableWeights.reduce((a, w) => a + 4 * w.shape.reduce((x: number, y) => x * (y ?? 1), 1), 0);
+  return weightBytes >= LEAN_MIN_WEIGHT_BYTES;
+}
+
+/** The BN running-statistic updates from a graph's batch mean and biased variance outputs (kept tensors). */
+export function batchNormUpdatesFrom(batchNorms: readonly GraphBatchNorm[], out: Record<string, Float32Array>): BatchNormUpdate[] {
+  return batchNorms.map((bn) => {
+    const v = out[bn.variance]!;
+    const k = bn.count / Math.max(bn.count - 1, 1);
+    const unbiased = new Float32Array(v.length);
+    for (let i = 0; i < v.length; i++) unbiased[i] = v[i]! * k;
+    return { layer: bn.layer, mean: tf.keep(tf.tensor1d(out[bn.mean]!)), variance: tf.keep(tf.tensor1d(unbiased)) };
+  });
+}
 
 const cache = new WeakMap<tf.LayersModel, Map<string, Compiled | UnsupportedLayerError>>();
 
@@ -58,9 +77,7 @@ function compiled(model: tf.LayersModel, batch: number, frozen: boolean): Compil
       // less RSS without the arena). Small ones (r18, mbf) keep both: ORT's arena saves re-faulting
       // fresh pages every step (mbf b32: 2x faster), and a recomputed PReLU is 3 memory passes.
       // ARCFACE_ORT_LEAN=1/0 and ARCFACE_ORT_ARENA=1/0 force either.
-      const weightBytes = model.trainableWeights.reduce((a, w) => a + 4 * w.shape.reduce((x: number, y) => x * (y ?? 1), 1), 0);
-      const leanEnv = process.env.ARCFACE_ORT_LEAN;
-      const lean = leanEnv === '1' || (leanEnv !== '0' && weightBytes >= LEAN_MIN_WEIGHT_BYTES);
+      const lean = trainsLean(model);
       const graphs = compileTrainingGraphs(model, { batch, freezeBatchNorm: frozen, recompute: lean ? 'all' : 'bn' });
       const env = process.env.ARCFACE_ORT_ARENA;
       const opts = { arena: env === '1' || (env !== '0' && !lean) };
@@ -182,13 +199,7 @@ export function compiledTrainForward(
     const out = c.forward.run(feeds, outs);
     compiledTimes.forwardMs += performance.now() - t0;
     if (updates) {
-      for (const bn of graphs.batchNorms) {
-        const v = out[bn.variance]!;
-        const k = bn.count / Math.max(bn.count - 1, 1);
-        const unbiased = new Float32Array(v.length);
-        for (let i = 0; i < v.length; i++) unbiased[i] = v[i]! * k;
-        updates.push({ layer: bn.layer, mean: tf.keep(tf.tensor1d(out[bn.mean]!)), variance: tf.keep(tf.tensor1d(unbiased)) });
-      }
+      updates.push(...batchNormUpdatesFrom(graphs.batchNorms, out));
     }
     let held: Map<string, Float32Array> | null = new Map(graphs.saved.map((sv) => [sv.name, out[sv.name]!]));
     return {

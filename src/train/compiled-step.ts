@@ -6,13 +6,15 @@
 import * as tf from '@tensorflow/tfjs';
 import type { PartialFC } from '../losses/partial-fc.ts';
 import { OrtSession } from '../ort/binding.ts';
-import { compiledTimes, compiledTrainingEnabled, LEAN_MIN_WEIGHT_BYTES, outputs, view, type BatchNormUpdate } from '../ort/train.ts';
+import { batchNormUpdatesFrom, compiledTimes, compiledTrainingEnabled, outputs, trainsLean, view, type BatchNormUpdate } from '../ort/train.ts';
 import { compileTrainingStep, UnsupportedLayerError, type GraphParam, type TrainingStepGraph } from '../onnx/training.ts';
 
 interface CompiledStep {
   graph: TrainingStepGraph;
   session: OrtSession;
   trainable: GraphParam[];
+  /** The one-hot label input, reused from step to step (cleared each step). */
+  onehot: Float32Array;
 }
 
 const cache = new WeakMap<tf.LayersModel, Map<string, CompiledStep | UnsupportedLayerError>>();
@@ -36,10 +38,7 @@ function compiled(model: tf.LayersModel, head: PartialFC, batch: number, classes
       const why = headUnsupported(head);
       if (why) throw new UnsupportedLayerError(why);
       // As the two-graph engine: big networks recompute PReLU outputs too (the least memory).
-      const weightBytes = model.trainableWeights.reduce((a, w) => a + 4 * w.shape.reduce((x: number, y) => x * (y ?? 1), 1), 0);
-      const leanEnv = process.env.ARCFACE_ORT_LEAN;
-      const lean = leanEnv === '1' || (leanEnv !== '0' && weightBytes >= LEAN_MIN_WEIGHT_BYTES);
-      const graph = compileTrainingStep(model, { batch, freezeBatchNorm: frozen, recompute: lean ? 'all' : 'bn' }, {
+      const graph = compileTrainingStep(model, { batch, freezeBatchNorm: frozen, recompute: trainsLean(model) ? 'all' : 'bn' }, {
         classes,
         s: m.s,
         path: m.path,
@@ -50,7 +49,12 @@ function compiled(model: tf.LayersModel, head: PartialFC, batch: number, classes
       // ORT's arena keeps its buffers from step to step (no fresh pages to fault in), without the
       // memory pattern (see OrtSession); ARCFACE_ORT_ARENA=0 frees everything after each step.
       const arena = process.env.ARCFACE_ORT_ARENA !== '0';
-      c = { graph, session: new OrtSession(graph.model, { arena, memPattern: false }), trainable: graph.params.filter((p) => p.trainable) };
+      c = {
+        graph,
+        session: new OrtSession(graph.model, { arena, memPattern: false }),
+        trainable: graph.params.filter((p) => p.trainable),
+        onehot: new Float32Array(batch * classes),
+      };
     } catch (e) {
       if (!(e instanceof UnsupportedLayerError)) throw e;
       c = e;
@@ -83,15 +87,16 @@ export function compiledTrainStep(
   if (!compiledTrainingEnabled() || process.env.ARCFACE_STEP_GRAPH === '0') return null;
   const batch = images.shape[0];
   // Compiled (or found unsupported) before sampling: a fallback must find the sampling stream untouched.
-  const c = compiled(model, head, batch, head.sampleSize(labels), frozen);
+  const classes = head.sampleSize(labels);
+  const c = compiled(model, head, batch, classes, frozen);
   if (c instanceof UnsupportedLayerError) return null;
   const { graph, trainable } = c;
   // The classes of this step (sampling advances the head's stream exactly as its own forward).
   const sample = head.sample(labels);
   const k = sample.index ? sample.index.length : head.numClasses;
-  if (k !== head.sampleSize(labels)) throw new Error(`internal: Partial FC drew ${k} classes, sampleSize() said ${head.sampleSize(labels)}`);
+  if (k !== classes) throw new Error(`internal: Partial FC drew ${k} classes, sampleSize() said ${classes}`);
   const d = head.embeddingSize;
-  const onehot = new Float32Array(batch * k);
+  const onehot = c.onehot.fill(0);
   for (let i = 0; i < batch; i++) {
     const l = sample.labels[i]!;
     if (l >= 0) onehot[i * k + l] = 1;
@@ -121,15 +126,7 @@ export function compiledTrainStep(
   const res = c.session.run(feeds, fetches);
   compiledTimes.stepMs += performance.now() - t0;
   if (index) centres.dispose();
-  if (!frozen) {
-    for (const bn of graph.batchNorms) {
-      const v = res[bn.variance]!;
-      const f = bn.count / Math.max(bn.count - 1, 1);
-      const unbiased = new Float32Array(v.length);
-      for (let i = 0; i < v.length; i++) unbiased[i] = v[i]! * f;
-      updates.push({ layer: bn.layer, mean: tf.tensor1d(res[bn.mean]!), variance: tf.tensor1d(unbiased) });
-    }
-  }
+  if (!frozen) updates.push(...batchNormUpdatesFrom(graph.batchNorms, res));
   const grads: tf.NamedTensorMap = {};
   trainable.forEach((p, i) => (grads[(p.variable.read() as tf.Variable).name] = out.tensors[i]!));
   const dCentres = out.tensors[trainable.length]!;
