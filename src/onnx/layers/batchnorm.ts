@@ -83,6 +83,16 @@ export function channelScale(g: GraphBuilder, x: string, scale: Float32Array, na
   return g.node('BatchNormalization', ins, name, { epsilon: { float: 0 } });
 }
 
+/**
+ * x * scale + bias per channel (axis 1), scale and bias graph values of shape [ch], in one pass: an
+ * inference BatchNormalization with mean 0 and var 1 - eps (ORT runs element-wise ops at memory speed,
+ * so passes are the cost; two broadcast ops would be two passes).
+ */
+export function channelAffine(g: GraphBuilder, x: string, scale: string, bias: string, ch: number, name: string): string {
+  const ins = [x, scale, bias, g.floatInit('zeros', [ch], new Float32Array(ch)), g.floatInit('one_minus_eps', [ch], new Float32Array(ch).fill(1 - AFFINE_EPS))];
+  return g.node('BatchNormalization', ins, name, { epsilon: { float: AFFINE_EPS } });
+}
+
 function train(cx: TrainContext, layer: tf.layers.Layer, ins: TrainValue[]): TrainValue {
   const x = cx.plain(cx.one(layer, ins));
   const cfg = layer.getConfig();
@@ -209,12 +219,7 @@ function train(cx: TrainContext, layer: tf.layers.Layer, ins: TrainValue[]): Tra
       // dy gr + C as one pass: an inference BatchNormalization with mean 0 and var 1 - eps is the
       // per-channel affine map (ORT runs every element-wise op at memory speed: passes are the cost).
       const flat = (t: string, name: string) => cx.reshape(b, t, [ch], name);
-      const affine = b.node(
-        'BatchNormalization',
-        [dy, flat(gr, `${ln}.grF`), flat(cCoef, `${ln}.CF`), zeros(b), b.floatInit('one_minus_eps', [ch], new Float32Array(ch).fill(1 - AFFINE_EPS))],
-        `${ln}.dyg`,
-        { epsilon: { float: AFFINE_EPS } },
-      );
+      const affine = channelAffine(b, dy, flat(gr, `${ln}.grF`), flat(cCoef, `${ln}.CF`), ch, `${ln}.dyg`);
       dx = b.node('Add', [affine, b.node('Mul', [xc, bCoef], `${ln}.xcb`)], `${ln}.dx`);
     }
     cx.addGrad(x, dx);

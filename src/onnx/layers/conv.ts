@@ -231,6 +231,16 @@ function train(cx: TrainContext, layer: tf.layers.Layer, ins: TrainValue[]): Tra
   return out;
 }
 
+/**
+ * The sum over the leading axis of t [n, ...] (`size` elements after it), flat: ones[1, n] . t[n, size].
+ * ORT's ReduceSum over axis 0 runs ~1.5 ns per element here; the product, at memory speed, ~5x faster.
+ */
+function sumOverBatch(b: GraphBuilder, t: string, n: number, size: number, name: string): string {
+  if (n === 1) return reshape(b, t, [1, size], name);
+  const ones = b.floatInit(`${name}.ones`, [1, n], new Float32Array(n).fill(1));
+  return b.node('MatMul', [ones, reshape(b, t, [n, size], `${name}.t2`)], name);
+}
+
 /** 1x1, no padding: dW[o, c] = dy[o, (n,i,j)] . x[(n,i,j), c] on the strided x. */
 function pointwiseFilterGrad(b: GraphBuilder, name: string, x: string, dy: string, s: { n: number; c: number; o: number; oh: number; ow: number; sh: number; sw: number }): string {
   let xs = x;
@@ -244,8 +254,7 @@ function pointwiseFilterGrad(b: GraphBuilder, name: string, x: string, dy: strin
   const dy3 = reshape(b, dy, [s.n, s.o, p], `${name}.dy3`);
   const xT = b.node('Transpose', [x3], `${name}.xT`, { perm: [0, 2, 1] });
   const mm = b.node('MatMul', [dy3, xT], `${name}.dwn`);
-  const dw = b.node('ReduceSum', [mm, b.int64Init('axes', [0])], `${name}.dw2`, { keepdims: 0 });
-  return reshape(b, dw, [s.o, s.c, 1, 1], `${name}.dw`);
+  return reshape(b, sumOverBatch(b, mm, s.n, s.o * s.c, `${name}.dw2`), [s.o, s.c, 1, 1], `${name}.dw`);
 }
 
 /**
@@ -285,7 +294,7 @@ function unfoldFilterGrad(
     const dy4 = reshape(b, cut(dy, 'dy'), [m, g, s.og, p], `${name}.dy4`);
     const colT = b.node('Transpose', [col4], `${name}.colT`, { perm: [0, 1, 3, 2] });
     const mm = b.node('MatMul', [dy4, colT], `${name}.mm`); // [m, g, og, cg*kk]
-    parts.push(b.node('ReduceSum', [mm, b.int64Init('axes', [0])], `${name}.sum`, { keepdims: 0 }));
+    parts.push(sumOverBatch(b, mm, m, s.o * s.cg * kk, `${name}.sum`));
   }
   const sum = parts.length === 1 ? parts[0]! : b.node('Sum', parts, `${name}.sumall`);
   return reshape(b, sum, [s.o, s.cg, s.kh, s.kw], `${name}.dw`);
