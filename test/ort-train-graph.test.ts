@@ -1,8 +1,8 @@
 // The compiled training graphs' convolution forward, input gradient and filter gradient (every path of
-// src/onnx/training.ts: pointwise, unfold, whole-batch GEMM, ConvTranspose and flipped-Conv
-// dX, dense/grouped/depthwise, ZeroPadding2D folded into the conv) against the cpu backend layer by
-// layer (1e-4 relative to the largest value) on randomised shapes: strides 1/2, pads same/valid/explicit,
-// odd sizes, groups 1/2/depthwise (multiplier 1 and 2), batch 1 and 5.
+// src/onnx/training.ts: pointwise, unfold, whole-batch GEMM, ConvTranspose and flipped-Conv dX, one
+// window over the whole input, dense/grouped/depthwise, ZeroPadding2D folded into the conv) against
+// the cpu backend layer by layer (1e-4 relative to the largest value) on randomised shapes: strides
+// 1/2, pads same/valid/explicit, odd sizes, groups 1/2/depthwise (multiplier 1 and 2), batch 1 and 5.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
@@ -42,6 +42,11 @@ function cases(): Case[] {
     { n: 5, h: 9, w: 8, c: 5, k: 3, kind: 'depthwise', out: 1, stride: 2, pad: 'same' },
     { n: 1, h: 7, w: 9, c: 3, k: 3, kind: 'depthwise', out: 2, stride: 1, pad: 'valid' },
     { n: 5, h: 8, w: 8, c: 4, k: 3, kind: 'depthwise', out: 1, stride: 2, pad: 'zeropad' },
+    // One window over the whole input: dense (with bias) and depthwise (a global depthwise conv) take
+    // the product path; depthwise with multiplier 2 the general one.
+    { n: 5, h: 5, w: 5, c: 4, k: 5, kind: 'dense', out: 6, stride: 1, pad: 'valid' },
+    { n: 5, h: 7, w: 7, c: 6, k: 7, kind: 'depthwise', out: 1, stride: 1, pad: 'valid' },
+    { n: 1, h: 3, w: 3, c: 3, k: 3, kind: 'depthwise', out: 2, stride: 2, pad: 'valid' },
   ];
   const random: Case[] = [];
   for (let i = 0; i < 10; i++) {

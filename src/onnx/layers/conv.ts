@@ -173,6 +173,8 @@ function train(cx: TrainContext, layer: tf.layers.Layer, ins: TrainValue[]): Tra
   const cg = c / groups;
   const og = o / groups;
   const kName = cx.param(kernel, kernel.trainable);
+  // A 1x1 output from one unpadded window over the whole input, dense or depthwise with multiplier 1.
+  const whole = oh === 1 && ow === 1 && kh === h0 && kw === w0 && pads.top + pads.bottom + pads.left + pads.right === 0 && (groups === 1 || (groups === c && o === c));
   const bName = bias ? cx.param(bias, bias.trainable) : null;
 
   const kk = kh * kw;
@@ -201,6 +203,15 @@ function train(cx: TrainContext, layer: tf.layers.Layer, ins: TrainValue[]): Tra
     if (!dy) return;
     const b = cx.b;
     const flipPads = [kh - 1 - pads.top, kw - 1 - pads.left, kh - 1 - pads.bottom, kw - 1 - pads.right];
+    if (whole) {
+      // One window over the whole input (MobileFaceNet's global depthwise conv): products, no convolutions.
+      const w = kernelToOnnx(b, cx.paramB(kernel), ks, ln);
+      const g = wholeWindowGrads(b, ln, cx.save(base), dy, w, { n, c, o, kh, kw, depthwise: groups > 1 }, base.requiresGrad);
+      if (g.dx) cx.addGrad(base, g.dx);
+      if (kernel.trainable) cx.emitParamGrad(kernel, kernelFromOnnx(b, g.dw, ks, kernel.shape as number[], ln));
+      if (bias?.trainable) cx.emitParamGrad(bias, cx.reshape(b, sumOverBatch(b, dy, n, o, `${ln}.db`), [o], `${ln}.db1`));
+      return;
+    }
     if (base.requiresGrad && sh === 1 && sw === 1 && flipPads.every((p) => p >= 0)) {
       const dx = b.node('Conv', [dy, flippedForDx(b, cx.paramB(kernel))], `${ln}.dx`, { kernel_shape: [kh, kw], pads: flipPads, group: groups });
       cx.addGrad(base, dx);
@@ -239,6 +250,33 @@ function sumOverBatch(b: GraphBuilder, t: string, n: number, size: number, name:
   if (n === 1) return reshape(b, t, [1, size], name);
   const ones = b.floatInit(`${name}.ones`, [1, n], new Float32Array(n).fill(1));
   return b.node('MatMul', [ones, reshape(b, t, [n, size], `${name}.t2`)], name);
+}
+
+/**
+ * The gradients of a convolution whose one window covers the whole input (output [n, o, 1, 1]),
+ * w in ONNX layout: depthwise, dx[n,c,i,j] = dy[n,c] w[c,i,j] and dW[c,i,j] = sum_n dy[n,c] x[n,c,i,j];
+ * dense, dx[n, (c,i,j)] = dy[n, o] . w[o, (c,i,j)] and dW = dy^T . x.
+ */
+function wholeWindowGrads(
+  b: GraphBuilder,
+  name: string,
+  x: string,
+  dy: string,
+  w: string,
+  s: { n: number; c: number; o: number; kh: number; kw: number; depthwise: boolean },
+  needDx: boolean,
+): { dx: string | null; dw: string } {
+  const kk = s.kh * s.kw;
+  if (s.depthwise) {
+    const dy4 = reshape(b, dy, [s.n, s.c, 1, 1], `${name}.dy4`);
+    const dx = needDx ? b.node('Mul', [dy4, reshape(b, w, [1, s.c, s.kh, s.kw], `${name}.w4`)], `${name}.dx`) : null;
+    const dw = sumOverBatch(b, b.node('Mul', [x, dy4], `${name}.xdy`), s.n, s.c * kk, `${name}.dwsum`);
+    return { dx, dw: reshape(b, dw, [s.c, 1, s.kh, s.kw], `${name}.dw`) };
+  }
+  const dy2 = reshape(b, dy, [s.n, s.o], `${name}.dy2`);
+  const dx = needDx ? reshape(b, b.node('MatMul', [dy2, reshape(b, w, [s.o, s.c * kk], `${name}.w2`)], `${name}.dxm`), [s.n, s.c, s.kh, s.kw], `${name}.dx`) : null;
+  const dw = b.node('Gemm', [dy2, reshape(b, x, [s.n, s.c * kk], `${name}.x2`)], `${name}.gemm`, { transA: 1 });
+  return { dx, dw: reshape(b, dw, [s.o, s.c, s.kh, s.kw], `${name}.dw`) };
 }
 
 /** 1x1, no padding: dW[o, c] = dy[o, (n,i,j)] . x[(n,i,j), c] on the strided x. */
