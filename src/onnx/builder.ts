@@ -8,6 +8,8 @@ const onnx = onnxProto.onnx;
 type Attr = OnnxTypes.IAttributeProto;
 export type AttrValue = number | number[] | string | { float: number };
 
+const CONTRIB_DOMAIN = 'com.microsoft';
+
 export const MIN_OPSET = 9;
 export const MAX_OPSET = 17;
 
@@ -97,6 +99,13 @@ export class GraphBuilder {
     return output;
   }
 
+  /** A node of an onnxruntime contrib domain (com.microsoft), for graphs only onnxruntime runs. */
+  contribNode(opType: string, inputs: string[], name: string, attrs: Record<string, AttrValue> = {}): string {
+    const output = this.node(opType, inputs, name, attrs);
+    this.nodes[this.nodes.length - 1]!.domain = CONTRIB_DOMAIN;
+    return output;
+  }
+
   /** Adds a node whose outputs are `outs` (names already reserved). */
   nodeWithOutputs(opType: string, inputs: string[], name: string, attrs: Record<string, AttrValue>, outs: string[]): void {
     this.nodes.push({
@@ -116,7 +125,7 @@ export class GraphBuilder {
     }
   }
 
-  /** Encodes the model: one graph, float32 inputs/outputs, default domain at `opset`. */
+  /** Encodes the model: one graph, float32 inputs/outputs, default domain at `opset` (plus com.microsoft when a contrib node is used). */
   encode(opts: { graphName: string; inputs: ValueInfo[]; outputs: ValueInfo[]; metadata: Record<string, string>; producerVersion: string; docString?: string }): Uint8Array {
     const valueInfo = (v: ValueInfo): OnnxTypes.IValueInfoProto => ({
       name: v.name,
@@ -129,7 +138,7 @@ export class GraphBuilder {
     });
     const model = onnx.ModelProto.create({
       irVersion: irVersionFor(this.opset),
-      opsetImport: [{ domain: '', version: this.opset }],
+      opsetImport: [{ domain: '', version: this.opset }, ...(this.nodes.some((n) => n.domain === CONTRIB_DOMAIN) ? [{ domain: CONTRIB_DOMAIN, version: 1 }] : [])],
       producerName: 'arcface-ts',
       producerVersion: opts.producerVersion,
       docString: opts.docString,
