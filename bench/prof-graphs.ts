@@ -7,6 +7,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { buildBackbone, resolveSpec } from '../src/models/factory.ts';
 import { compileTrainingGraphs, compileTrainingStep } from '../src/onnx/training.ts';
+import { nchwcBlock } from '../src/ort/train.ts';
 import { arg, emit, tf } from './common.ts';
 
 const require = createRequire(import.meta.url);
@@ -17,7 +18,7 @@ const batch = Number(arg('batch', model === 'mbf' ? '32' : '16'));
 const runs = Number(arg('runs', '3'));
 const lean = arg('lean', '0') === '1';
 const backbone = buildBackbone(resolveSpec({ network: model }), { seed: 1 });
-const g = compileTrainingGraphs(backbone, { batch, recompute: lean ? 'all' : 'bn' });
+const g = compileTrainingGraphs(backbone, { batch, recompute: lean ? 'all' : 'bn', nchwcBlock: nchwcBlock() });
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prof-'));
 const rand = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37));
 const paramData = new Map(g.params.map((p) => [p.name, { data: p.variable.read().dataSync() as Float32Array, dims: p.variable.shape as number[] }]));
@@ -68,7 +69,7 @@ const PARTS: [string, RegExp][] = [
 const T = (d: Float32Array, dims: readonly number[]) => new ort.Tensor('float32', d, dims as number[]);
 if (process.argv.includes('--step')) {
   const classes = 1000;
-  const step = compileTrainingStep(backbone, { batch, recompute: lean ? 'all' : 'bn' }, { classes, s: 64, path: 'arcface', m2: 0.5, m3: 0, threshold: 0 });
+  const step = compileTrainingStep(backbone, { batch, recompute: lean ? 'all' : 'bn', nchwcBlock: nchwcBlock() }, { classes, s: 64, path: 'arcface', m2: 0.5, m3: 0, threshold: 0 });
   const d = g.output.dims[1]!;
   const onehot = new Float32Array(batch * classes);
   for (let i = 0; i < batch; i++) onehot[i * classes + ((i * 37) % classes)] = 1;

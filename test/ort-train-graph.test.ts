@@ -1,6 +1,7 @@
 // The compiled training graphs' convolution forward, input gradient and filter gradient (every path of
 // src/onnx/training.ts: pointwise, unfold, whole-batch GEMM, ConvTranspose and flipped-Conv dX, one
-// window over the whole input, dense/grouped/depthwise, ZeroPadding2D folded into the conv) against
+// window over the whole input, dense/grouped/depthwise (NCHWc-blocked where the channels allow),
+// ZeroPadding2D folded into the conv) against
 // the cpu backend layer by layer (1e-4 relative to the largest value) on randomised shapes: strides
 // 1/2, pads same/valid/explicit, odd sizes, groups 1/2/depthwise (multiplier 1 and 2), batch 1 and 5.
 import { test } from 'node:test';
@@ -47,6 +48,9 @@ function cases(): Case[] {
     { n: 5, h: 5, w: 5, c: 4, k: 5, kind: 'dense', out: 6, stride: 1, pad: 'valid' },
     { n: 5, h: 7, w: 7, c: 6, k: 7, kind: 'depthwise', out: 1, stride: 1, pad: 'valid' },
     { n: 1, h: 3, w: 3, c: 3, k: 3, kind: 'depthwise', out: 2, stride: 2, pad: 'valid' },
+    // Channels a multiple of onnxruntime's NCHWc block (8 or 16): its blocked depthwise kernels.
+    { n: 5, h: 9, w: 8, c: 16, k: 3, kind: 'depthwise', out: 1, stride: 1, pad: 'same' },
+    { n: 5, h: 9, w: 9, c: 32, k: 3, kind: 'depthwise', out: 1, stride: 2, pad: 'zeropad' },
   ];
   const random: Case[] = [];
   for (let i = 0; i < 10; i++) {

@@ -8,8 +8,6 @@ const onnx = onnxProto.onnx;
 type Attr = OnnxTypes.IAttributeProto;
 export type AttrValue = number | number[] | string | { float: number };
 
-const CONTRIB_DOMAIN = 'com.microsoft';
-
 export const MIN_OPSET = 9;
 export const MAX_OPSET = 17;
 
@@ -99,10 +97,10 @@ export class GraphBuilder {
     return output;
   }
 
-  /** A node of an onnxruntime contrib domain (com.microsoft), for graphs only onnxruntime runs. */
-  contribNode(opType: string, inputs: string[], name: string, attrs: Record<string, AttrValue> = {}): string {
+  /** A node of an onnxruntime contrib domain (com.microsoft, com.microsoft.nchwc), for graphs only onnxruntime runs. */
+  contribNode(opType: string, inputs: string[], name: string, attrs: Record<string, AttrValue> = {}, domain = 'com.microsoft'): string {
     const output = this.node(opType, inputs, name, attrs);
-    this.nodes[this.nodes.length - 1]!.domain = CONTRIB_DOMAIN;
+    this.nodes[this.nodes.length - 1]!.domain = domain;
     return output;
   }
 
@@ -125,7 +123,7 @@ export class GraphBuilder {
     }
   }
 
-  /** Encodes the model: one graph, float32 inputs/outputs, default domain at `opset` (plus com.microsoft when a contrib node is used). */
+  /** Encodes the model: one graph, float32 inputs/outputs, default domain at `opset` (plus the contrib domains its nodes use). */
   encode(opts: { graphName: string; inputs: ValueInfo[]; outputs: ValueInfo[]; metadata: Record<string, string>; producerVersion: string; docString?: string }): Uint8Array {
     const valueInfo = (v: ValueInfo): OnnxTypes.IValueInfoProto => ({
       name: v.name,
@@ -138,7 +136,7 @@ export class GraphBuilder {
     });
     const model = onnx.ModelProto.create({
       irVersion: irVersionFor(this.opset),
-      opsetImport: [{ domain: '', version: this.opset }, ...(this.nodes.some((n) => n.domain === CONTRIB_DOMAIN) ? [{ domain: CONTRIB_DOMAIN, version: 1 }] : [])],
+      opsetImport: [{ domain: '', version: this.opset }, ...[...new Set(this.nodes.map((n) => n.domain).filter((d): d is string => !!d))].map((domain) => ({ domain, version: 1 }))],
       producerName: 'arcface-ts',
       producerVersion: opts.producerVersion,
       docString: opts.docString,

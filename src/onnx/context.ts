@@ -93,6 +93,11 @@ export interface TrainOptions {
    * one pass each), 'all' (PReLU outputs too: ~3 passes each in ORT, for the least memory), 'none'.
    */
   recompute?: 'bn' | 'all' | 'none';
+  /**
+   * onnxruntime's NCHWc block size on this CPU (ortNchwcBlockSize; 0 or absent: none). Depthwise
+   * convolutions with a multiple of it as channels then run as its blocked kernels (com.microsoft.nchwc).
+   */
+  nchwcBlock?: number;
 }
 
 export interface TrainContext {

@@ -3,6 +3,7 @@
 // synchronous, so the conv kernels call the binding directly. The binding is not a public API: the
 // version is pinned and its shape checked, and anything else fails loudly instead of misbehaving.
 import { nodeBuiltin } from '../node-builtins.ts';
+import { GraphBuilder } from '../onnx/builder.ts';
 
 /** The onnxruntime-node version whose binding this module was written against (package.json pins it). */
 export const ORT_VERSION = '1.30.0';
@@ -83,6 +84,28 @@ function load(): Loaded {
   const { Tensor } = require('onnxruntime-common') as { Tensor: TensorCtor };
   loaded = { binding: mod.binding, Tensor };
   return loaded;
+}
+
+let nchwcBlock: number | undefined;
+
+/**
+ * onnxruntime's NCHWc channel block on this CPU (8 with AVX2, 16 with AVX-512), or 0 where its blocked
+ * kernels are missing: read from the channels ReorderInput pads 4 channels to.
+ */
+export function ortNchwcBlockSize(): number {
+  if (nchwcBlock !== undefined) return nchwcBlock;
+  try {
+    const g = new GraphBuilder(17);
+    const x = g.reserve('x');
+    const blocked = g.contribNode('ReorderInput', [x], 'reorder', { channels_last: 0 }, 'com.microsoft.nchwc');
+    g.node('Cast', [g.node('Shape', [blocked], 'shape')], 'dims', { to: 1 }, g.reserve('dims'));
+    const model = g.encode({ graphName: 'nchwc_probe', inputs: [{ name: x, dims: [1, 4, 1, 1] }], outputs: [{ name: 'dims', dims: [4] }], metadata: {}, producerVersion: '0' });
+    const dims = new OrtSession(model, { threads: 1 }).run({ x: { data: new Float32Array(4), dims: [1, 4, 1, 1] } }, { dims: { dims: [4] } }).dims!;
+    nchwcBlock = dims[1]! >= 4 ? dims[1]! : 0;
+  } catch {
+    nchwcBlock = 0;
+  }
+  return nchwcBlock;
 }
 
 /** True when the pinned binding loads here (the ort backends register only then). */

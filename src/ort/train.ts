@@ -5,7 +5,7 @@
 // trainForward on the ort engines (src/train/forward.ts); sessions are cached per model, batch size
 // and BN mode.
 import * as tf from '@tensorflow/tfjs';
-import { OrtSession, ortAvailable } from './binding.ts';
+import { OrtSession, ortAvailable, ortNchwcBlockSize } from './binding.ts';
 import { backendCaps } from '../backend/caps.ts';
 import { compileTrainingGraphs, UnsupportedLayerError, type GraphBatchNorm, type GraphParam, type TrainingGraphs } from '../onnx/training.ts';
 
@@ -60,6 +60,11 @@ export function batchNormUpdatesFrom(batchNorms: readonly GraphBatchNorm[], out:
 const cache = new WeakMap<tf.LayersModel, Map<string, Compiled | UnsupportedLayerError>>();
 
 /** Whether trainForward runs backbones as compiled graphs: on the ort engines, unless ARCFACE_COMPILED=0. */
+/** The NCHWc block the training graphs use: onnxruntime's on this CPU, or none with ARCFACE_ORT_NCHWC=0. */
+export function nchwcBlock(): number {
+  return process.env.ARCFACE_ORT_NCHWC === '0' ? 0 : ortNchwcBlockSize();
+}
+
 export function compiledTrainingEnabled(): boolean {
   // The backend first: a browser has no `process`.
   return backendCaps().ortEngine && process.env.ARCFACE_COMPILED !== '0' && ortAvailable();
@@ -78,7 +83,7 @@ function compiled(model: tf.LayersModel, batch: number, frozen: boolean): Compil
       // fresh pages every step (mbf b32: 2x faster), and a recomputed PReLU is 3 memory passes.
       // ARCFACE_ORT_LEAN=1/0 and ARCFACE_ORT_ARENA=1/0 force either.
       const lean = trainsLean(model);
-      const graphs = compileTrainingGraphs(model, { batch, freezeBatchNorm: frozen, recompute: lean ? 'all' : 'bn' });
+      const graphs = compileTrainingGraphs(model, { batch, freezeBatchNorm: frozen, recompute: lean ? 'all' : 'bn', nchwcBlock: nchwcBlock() });
       const env = process.env.ARCFACE_ORT_ARENA;
       const opts = { arena: env === '1' || (env !== '0' && !lean) };
       c = {

@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { PartialFC } from '../losses/partial-fc.ts';
 import { OrtSession } from '../ort/binding.ts';
-import { batchNormUpdatesFrom, compiledTimes, compiledTrainingEnabled, outputs, trainsLean, view, type BatchNormUpdate } from '../ort/train.ts';
+import { batchNormUpdatesFrom, compiledTimes, compiledTrainingEnabled, nchwcBlock, outputs, trainsLean, view, type BatchNormUpdate } from '../ort/train.ts';
 import { compileTrainingStep, UnsupportedLayerError, type GraphParam, type TrainingStepGraph } from '../onnx/training.ts';
 
 interface CompiledStep {
@@ -38,7 +38,7 @@ function compiled(model: tf.LayersModel, head: PartialFC, batch: number, classes
       const why = headUnsupported(head);
       if (why) throw new UnsupportedLayerError(why);
       // As the two-graph engine: big networks recompute PReLU outputs too (the least memory).
-      const graph = compileTrainingStep(model, { batch, freezeBatchNorm: frozen, recompute: trainsLean(model) ? 'all' : 'bn' }, {
+      const graph = compileTrainingStep(model, { batch, freezeBatchNorm: frozen, recompute: trainsLean(model) ? 'all' : 'bn', nchwcBlock: nchwcBlock() }, {
         classes,
         s: m.s,
         path: m.path,

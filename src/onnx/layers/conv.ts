@@ -207,7 +207,10 @@ function train(cx: TrainContext, layer: tf.layers.Layer, ins: TrainValue[]): Tra
   const convAttrs = { kernel_shape: [kh, kw], strides: [sh, sw], pads: onnxPads, group: groups };
   const inputs = [base.name, kernelToOnnx(cx.f, kName, ks, ln)];
   if (bName) inputs.push(bName);
-  const y = cx.f.node('Conv', inputs, layer.name, convAttrs);
+  // Depthwise on onnxruntime's blocked (NCHWc) kernels where the channels fill its blocks.
+  const block = cx.opts.nchwcBlock ?? 0;
+  const blocked = block > 0 && groups === c && o === c && c % block === 0;
+  const y = blocked ? depthwiseNchwc(cx.f, base.name, inputs[1]!, bName, c, convAttrs, block, layer.name) : cx.f.node('Conv', inputs, layer.name, convAttrs);
   const out: TrainValue = { name: y, dims: [n, o, oh, ow], requiresGrad: true };
 
   cx.tape(() => {
@@ -225,7 +228,9 @@ function train(cx: TrainContext, layer: tf.layers.Layer, ins: TrainValue[]): Tra
       return;
     }
     if (base.requiresGrad && sh === 1 && sw === 1 && flipPads.every((p) => p >= 0)) {
-      const dx = b.node('Conv', [dy, flippedForDx(b, cx.paramB(kernel))], `${ln}.dx`, { kernel_shape: [kh, kw], pads: flipPads, group: groups });
+      const attrs = { kernel_shape: [kh, kw], strides: [1, 1], pads: flipPads, group: groups };
+      const wFlip = flippedForDx(b, cx.paramB(kernel));
+      const dx = blocked ? depthwiseNchwc(b, dy, wFlip, null, c, attrs, block, `${ln}.dx`) : b.node('Conv', [dy, wFlip], `${ln}.dx`, attrs);
       cx.addGrad(base, dx);
     } else if (base.requiresGrad) {
       const endH = sh * (oh - 1) + kh - pads.top - h0;
@@ -262,6 +267,22 @@ function sumOverBatch(b: GraphBuilder, t: string, n: number, size: number, name:
   if (n === 1) return reshape(b, t, [1, size], name);
   const ones = b.floatInit(`${name}.ones`, [1, n], new Float32Array(n).fill(1));
   return b.node('MatMul', [ones, reshape(b, t, [n, size], `${name}.t2`)], name);
+}
+
+/**
+ * A depthwise convolution (w [c, 1, kh, kw], c a multiple of `block`) on onnxruntime's NCHWc kernels:
+ * the input reordered into channel blocks, the filter into [c/block, kh, kw, block] (its blocked
+ * depthwise layout), the output back. With the two reorders, ~1.5x faster than its Conv here (mbf's
+ * [32,128,56,56]: 24-31 against 16 ms, measured).
+ */
+function depthwiseNchwc(g: GraphBuilder, x: string, w: string, bias: string | null, c: number, attrs: Record<string, number[] | number>, block: number, name: string): string {
+  const [kh, kw] = attrs.kernel_shape as number[];
+  const w3 = reshape(g, w, [c / block, block, kh! * kw!], `${name}.wb3`);
+  const wb = reshape(g, g.node('Transpose', [w3], `${name}.wbT`, { perm: [0, 2, 1] }), [c, 1, kh!, kw!], `${name}.wb`);
+  const domain = 'com.microsoft.nchwc';
+  const xb = g.contribNode('ReorderInput', [x], `${name}.xb`, { channels_last: 0 }, domain);
+  const yb = g.contribNode('Conv', bias ? [xb, wb, bias] : [xb, wb], `${name}.yb`, attrs, domain);
+  return g.contribNode('ReorderOutput', [yb], name, { channels: c, channels_last: 0 }, domain);
 }
 
 /**
