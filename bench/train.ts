@@ -4,7 +4,8 @@
 // Default batches: 16 (r18, r50), 8 (r100, the memory row), 32 (mbf), the config's (tiny): the batches of the PyTorch CPU figures they are compared with. --steps N
 // runs exactly N steps and adds `steady`: numTensors and RSS at every tenth of them.
 // The step is the training loop's (src/train/step.ts): trainForward + PartialFC (ArcFace over 1,000 classes; `tiny` uses
-// its config's CosFace head) + TorchOptimizer SGD (momentum 0.9, wd 5e-4), on random images. Each row
+// its config's CosFace head) + TorchOptimizer SGD (momentum 0.9, wd 5e-4), on random images (ort rows add
+// graphMsPerStep: the time inside the one-graph step, the rest being the optimizer and tfjs). Each row
 // runs in its own process (peak RSS is per process; an out-of-memory row cannot take the others down);
 // a row that fails or runs past --budget seconds prints a JSON line saying so. --profile adds a
 // per-kernel-family breakdown of one step (tf.profile; kernels that call tf ops inside are also
