@@ -100,7 +100,9 @@ export function ortNchwcBlockSize(): number {
     const blocked = g.contribNode('ReorderInput', [x], 'reorder', { channels_last: 0 }, 'com.microsoft.nchwc');
     g.node('Cast', [g.node('Shape', [blocked], 'shape')], 'dims', { to: 1 }, g.reserve('dims'));
     const model = g.encode({ graphName: 'nchwc_probe', inputs: [{ name: x, dims: [1, 4, 1, 1] }], outputs: [{ name: 'dims', dims: [4] }], metadata: {}, producerVersion: '0' });
-    const dims = new OrtSession(model, { threads: 1 }).run({ x: { data: new Float32Array(4), dims: [1, 4, 1, 1] } }, { dims: { dims: [4] } }).dims!;
+    const probe = new OrtSession(model, { threads: 1 });
+    const dims = probe.run({ x: { data: new Float32Array(4), dims: [1, 4, 1, 1] } }, { dims: { dims: [4] } }).dims!;
+    probe.dispose();
     nchwcBlock = dims[1]! >= 4 ? dims[1]! : 0;
   } catch {
     nchwcBlock = 0;

@@ -59,12 +59,12 @@ export function batchNormUpdatesFrom(batchNorms: readonly GraphBatchNorm[], out:
 
 const cache = new WeakMap<tf.LayersModel, Map<string, Compiled | UnsupportedLayerError>>();
 
-/** Whether trainForward runs backbones as compiled graphs: on the ort engines, unless ARCFACE_COMPILED=0. */
 /** The NCHWc block the training graphs use: onnxruntime's on this CPU, or none with ARCFACE_ORT_NCHWC=0. */
 export function nchwcBlock(): number {
   return process.env.ARCFACE_ORT_NCHWC === '0' ? 0 : ortNchwcBlockSize();
 }
 
+/** Whether trainForward runs backbones as compiled graphs: on the ort engines, unless ARCFACE_COMPILED=0. */
 export function compiledTrainingEnabled(): boolean {
   // The backend first: a browser has no `process`.
   return backendCaps().ortEngine && process.env.ARCFACE_COMPILED !== '0' && ortAvailable();

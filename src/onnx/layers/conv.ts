@@ -6,7 +6,9 @@
 //        each group (ORT's Conv is ~25% faster than its ConvTranspose); otherwise ConvTranspose with the
 //        forward's weight, pads and strides (output_padding for rows no window reaches);
 //   dW = the im2col matrix of x (unfolded by a Conv with one-hot filters) times dy, batched per image
-//        and group; one GEMM over the batch where that is cheaper; 1x1: the strided x itself.
+//        and group; one GEMM over the batch where that is cheaper; 1x1: the strided x itself;
+//   one window over the whole input (output 1x1): plain products for both.
+// Depthwise convolutions run on onnxruntime's NCHWc kernels where TrainOptions.nchwcBlock allows.
 import type * as tf from '@tensorflow/tfjs';
 import type { GraphBuilder } from '../builder.ts';
 import type { InferContext, LayerFamily, Sym, TrainContext, TrainValue } from '../context.ts';
